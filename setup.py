@@ -1,0 +1,44 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="ternaus_zoo",
+    version="0.1.0",
+    description="Segmentation and classification models, losses and Lightning recipes from Kaggle and MICCAI winners",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["ternaus_zoo", "ternaus_zoo.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "segmentation-models-pytorch>=0.3.3",
+        "albumentations>=1.4",
+        # albumentations already depends on the headless build; opencv-python beside it would install a second cv2
+        "opencv-python-headless>=4.8",
+        "pytorch-lightning>=2.2",
+        "torchmetrics>=1.2",
+        "jsonargparse[signatures]>=4.27",
+        "tensorboard>=2.14",
+        "numpy>=1.24",
+        "tqdm",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            "pytest-timeout",
+            "ruff",
+            # the original TernausNet, used as the oracle for UNet11/UNet16
+            "ternausnet==0.0.1",
+            "onnx",
+            "onnxruntime",
+            "matplotlib",
+            "nbclient",
+            "ipykernel",
+        ],
+        "notebooks": ["jupyter", "matplotlib", "nbclient", "nbconvert", "ipykernel", "pandas"],
+    },
+    entry_points={"console_scripts": ["ternaus-zoo=ternaus_zoo.cli:main"]},
+)

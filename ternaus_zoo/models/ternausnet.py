@@ -1,0 +1,164 @@
+"""TernausNet: U-Nets with VGG11 and VGG16 encoders (Iglovikov & Shvets, arXiv:1801.05746).
+
+Module names follow the original ``ternausnet/models.py`` (``encoder.N``, ``conv1`` ... ``conv5``,
+``center``, ``dec5`` ... ``dec1``, ``final``) so that its checkpoints load with ``strict=True``. As in
+the original, the ``convN`` attributes alias layers of ``encoder``: every parameter appears under both
+names in ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import VGG11_Weights, VGG16_Weights, vgg11, vgg16
+
+from ternaus_zoo.models.base import SegmentationModel
+from ternaus_zoo.models.blocks import ConvRelu, DecoderBlock, DecoderBlockV2, replace_first_conv
+from ternaus_zoo.registry import ModelInfo, register_model
+from ternaus_zoo.weights import EncoderWeights
+
+
+def _vgg_features(builder, in_channels: int) -> nn.Sequential:
+    features = builder(weights=None).features
+    features[0] = replace_first_conv(features[0], in_channels)
+    return features
+
+
+class _VGGUNet(SegmentationModel):
+    """The decoder path the two TernausNets share: ``center`` on the pooled deepest features, then
+    ``dec5`` ... ``dec1`` each on the concatenation of the previous output and the skip."""
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """The five skip tensors, at strides 1, 2, 4, 8, 16."""
+        raise NotImplementedError
+
+    def forward_padded(self, images: Tensor) -> Tensor:
+        conv1, conv2, conv3, conv4, conv5 = self.encode(images)
+        center = self.center(self.pool(conv5))
+        dec5 = self.dec5(torch.cat([center, conv5], 1))
+        dec4 = self.dec4(torch.cat([dec5, conv4], 1))
+        dec3 = self.dec3(torch.cat([dec4, conv3], 1))
+        dec2 = self.dec2(torch.cat([dec3, conv2], 1))
+        dec1 = self.dec1(torch.cat([dec2, conv1], 1))
+        return self.final(dec1)
+
+
+class UNet11(_VGGUNet):
+    """TernausNet: VGG11 encoder, ``DecoderBlock`` decoder (transposed convolutions, k=3).
+
+    Args:
+        num_classes: output channels (1 in the paper).
+        in_channels: input channels; 3 for ImageNet weights, others adapt the first convolution.
+        num_filters: width of the decoder (32 in the paper).
+    """
+
+    size_multiple = 32
+    encoder_weights = EncoderWeights(
+        imagenet=VGG11_Weights.IMAGENET1K_V1, source_prefix="features.", ignored_prefixes=("classifier.",)
+    )
+
+    def __init__(self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32) -> None:
+        super().__init__(in_channels, num_classes)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.encoder = _vgg_features(vgg11, in_channels)
+        self.relu = self.encoder[1]
+        self.conv1 = self.encoder[0]
+        self.conv2 = self.encoder[3]
+        self.conv3s = self.encoder[6]
+        self.conv3 = self.encoder[8]
+        self.conv4s = self.encoder[11]
+        self.conv4 = self.encoder[13]
+        self.conv5s = self.encoder[16]
+        self.conv5 = self.encoder[18]
+
+        f = num_filters
+        self.center = DecoderBlock(f * 8 * 2, f * 8 * 2, f * 8)
+        self.dec5 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 8)
+        self.dec4 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 4)
+        self.dec3 = DecoderBlock(f * (8 + 4), f * 4 * 2, f * 2)
+        self.dec2 = DecoderBlock(f * (4 + 2), f * 2 * 2, f)
+        self.dec1 = ConvRelu(f * (2 + 1), f)
+        self.final = nn.Conv2d(f, num_classes, kernel_size=1)
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        relu, pool = self.relu, self.pool
+        conv1 = relu(self.conv1(images))
+        conv2 = relu(self.conv2(pool(conv1)))
+        conv3 = relu(self.conv3(relu(self.conv3s(pool(conv2)))))
+        conv4 = relu(self.conv4(relu(self.conv4s(pool(conv3)))))
+        conv5 = relu(self.conv5(relu(self.conv5s(pool(conv4)))))
+        return [conv1, conv2, conv3, conv4, conv5]
+
+
+# Indices of VGG16's convolutions in `features`, grouped by resolution.
+_VGG16_STAGES = ((0, 2), (5, 7), (10, 12, 14), (17, 19, 21), (24, 26, 28))
+
+
+class UNet16(_VGGUNet):
+    """TernausNet with a VGG16 encoder and ``DecoderBlockV2`` (bilinear or transposed convolution).
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+        num_filters: width of the decoder (32).
+        is_deconv: transposed convolutions (k=4) instead of bilinear upsampling in the decoder.
+    """
+
+    size_multiple = 32
+    encoder_weights = EncoderWeights(
+        imagenet=VGG16_Weights.IMAGENET1K_V1, source_prefix="features.", ignored_prefixes=("classifier.",)
+    )
+
+    def __init__(
+        self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False
+    ) -> None:
+        super().__init__(in_channels, num_classes)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.encoder = _vgg_features(vgg16, in_channels)
+        self.relu = nn.ReLU(inplace=True)
+        for stage, indices in enumerate(_VGG16_STAGES, start=1):
+            layers = []
+            for index in indices:
+                layers += [self.encoder[index], self.relu]
+            setattr(self, f"conv{stage}", nn.Sequential(*layers))
+
+        f = num_filters
+        self.center = DecoderBlockV2(512, f * 8 * 2, f * 8, is_deconv)
+        self.dec5 = DecoderBlockV2(512 + f * 8, f * 8 * 2, f * 8, is_deconv)
+        self.dec4 = DecoderBlockV2(512 + f * 8, f * 8 * 2, f * 8, is_deconv)
+        self.dec3 = DecoderBlockV2(256 + f * 8, f * 4 * 2, f * 2, is_deconv)
+        self.dec2 = DecoderBlockV2(128 + f * 2, f * 2 * 2, f, is_deconv)
+        self.dec1 = ConvRelu(64 + f, f)
+        self.final = nn.Conv2d(f, num_classes, kernel_size=1)
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        conv1 = self.conv1(images)
+        conv2 = self.conv2(self.pool(conv1))
+        conv3 = self.conv3(self.pool(conv2))
+        conv4 = self.conv4(self.pool(conv3))
+        conv5 = self.conv5(self.pool(conv4))
+        return [conv1, conv2, conv3, conv4, conv5]
+
+
+@register_model(
+    ModelInfo(
+        name="unet11",
+        task="segmentation",
+        description="TernausNet: U-Net with a VGG11 encoder (arXiv:1801.05746)",
+        size_multiple=UNet11.size_multiple,
+    )
+)
+def unet11(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32) -> UNet11:
+    return UNet11(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters)
+
+
+@register_model(
+    ModelInfo(
+        name="unet16",
+        task="segmentation",
+        description="TernausNet: U-Net with a VGG16 encoder",
+        size_multiple=UNet16.size_multiple,
+    )
+)
+def unet16(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False) -> UNet16:
+    return UNet16(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters, is_deconv=is_deconv)

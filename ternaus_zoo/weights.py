@@ -1,0 +1,203 @@
+"""Loading weights into zoo models: ImageNet encoders through torchvision, and local checkpoints.
+
+``weights="imagenet"`` asks torchvision's weights API (``VGG11_Weights.IMAGENET1K_V1`` ...), which
+downloads once into ``$TORCH_HOME/hub/checkpoints`` and reads from there afterwards. Without a network
+and without the cached file the error names the file, the folder and the URL; a download never hangs.
+
+``weights=PATH`` reads a full model state dict, an encoder-only state dict (ours, or a torchvision
+classifier's), an original TernausNet checkpoint (``{"model": ...}``, with or without ``module.``) or
+a Lightning checkpoint (``{"state_dict": {"model.<key>": ...}}``).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import WeightsEnum
+
+DOWNLOAD_TIMEOUT_S = 30.0
+OFFLINE_VARIABLES = ("TERNAUS_ZOO_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
+
+
+@dataclass(frozen=True)
+class EncoderWeights:
+    """Where a model's pretrained encoder is and how torchvision's weights map onto it.
+
+    Attributes:
+        imagenet: the torchvision weights entry, e.g. ``VGG11_Weights.IMAGENET1K_V1``.
+        encoder: attribute path of the encoder inside the model (``"encoder"``).
+        source_prefix: prefix of the encoder's keys in torchvision's state dict (``"features."`` for VGG).
+        ignored_prefixes: torchvision keys that have no place in the encoder (the classifier).
+        first_conv: the encoder key of the first convolution's weight, adapted for ``in_channels != 3``.
+    """
+
+    imagenet: WeightsEnum
+    encoder: str = "encoder"
+    source_prefix: str = ""
+    ignored_prefixes: tuple[str, ...] = ()
+    first_conv: str = "0.weight"
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint that cannot be used, with the file and the key named."""
+
+
+def adapt_first_conv(weight: Tensor, in_channels: int) -> Tensor:
+    """Adapt a pretrained first-convolution weight ``(O, 3, k, k)`` to ``(O, in_channels, k, k)``.
+
+    Fewer channels: each gets the sum of the RGB filters divided by ``in_channels``, so a grey image
+    repeated over the channels gives the RGB response (one channel = the sum of the RGB filters).
+    More channels: the RGB filters are kept and every extra channel gets their mean.
+    """
+    source_channels = weight.shape[1]
+    if in_channels == source_channels:
+        return weight
+    if in_channels < source_channels:
+        summed = weight.sum(dim=1, keepdim=True) / in_channels
+        return summed.repeat(1, in_channels, 1, 1)
+    extra = weight.mean(dim=1, keepdim=True).repeat(1, in_channels - source_channels, 1, 1)
+    return torch.cat([weight, extra], dim=1)
+
+
+def _submodule(model: nn.Module, path: str) -> nn.Module:
+    return model.get_submodule(path) if path else model
+
+
+def torchvision_cache_file(weights: WeightsEnum) -> Path:
+    """The file torchvision reads ``weights`` from: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(variable, "").lower() in ("1", "true", "yes") for variable in OFFLINE_VARIABLES)
+
+
+def fetch_imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
+    """torchvision's state dict for ``weights``, from the cache, downloading it once if allowed."""
+    cached = torchvision_cache_file(weights)
+    where = (
+        f"Download {weights.url} and save it as {cached} (folder {cached.parent}; set TORCH_HOME to use another "
+        "cache), or pass weights=<path to a local checkpoint>."
+    )
+    if not cached.is_file() and _offline():
+        raise WeightsError(f"{weights} is not cached and downloads are off ({'/'.join(OFFLINE_VARIABLES)}). {where}")
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError; a truncated download a RuntimeError
+        raise WeightsError(f"could not load {weights}: {error}. {where}") from error
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
+    """The tensors of a local checkpoint, unwrapped from Lightning/TernausNet containers and ``module.``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Lightning checkpoints may pickle hyperparameter objects that the safe loader refuses.
+        warnings.warn(f"{path} holds Python objects; loading it with weights_only=False", stacklevel=2)
+        content = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
+    for container_key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(content, Mapping) and isinstance(content.get(container_key), Mapping):
+            content = content[container_key]
+            break
+    if not isinstance(content, Mapping) or not all(isinstance(value, Tensor) for value in content.values()):
+        raise WeightsError(f"{path} holds no state dict (a mapping of names to tensors)")
+    state = dict(content)
+    if state and all(key.startswith("module.") for key in state):
+        state = {key.removeprefix("module."): value for key, value in state.items()}
+    return state
+
+
+def _check_shapes(target: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    expected = target.state_dict()
+    for key, value in state.items():
+        if expected[key].shape != value.shape:
+            raise WeightsError(
+                f"{source}: key {key!r} has shape {tuple(value.shape)}, the model expects {tuple(expected[key].shape)}"
+            )
+
+
+def _load_encoder(model: nn.Module, state: Mapping[str, Tensor], spec: EncoderWeights, source: str) -> None:
+    """Strictly load a (torchvision-named or encoder-named) state dict into the model's encoder."""
+    encoder = _submodule(model, spec.encoder)
+    mapped = {
+        key.removeprefix(spec.source_prefix) if key.startswith(spec.source_prefix) else key: value
+        for key, value in state.items()
+        if not key.startswith(spec.ignored_prefixes or ("\0",))
+    }
+    first_conv = mapped.get(spec.first_conv)
+    expected_channels = encoder.state_dict()[spec.first_conv].shape[1]
+    if first_conv is not None and first_conv.shape[1] != expected_channels:
+        mapped[spec.first_conv] = adapt_first_conv(first_conv, expected_channels)
+    _check_shapes(encoder, mapped, source)
+    encoder.load_state_dict(mapped, strict=True)
+
+
+def _key_difference(state: Mapping[str, Tensor], target: nn.Module) -> str:
+    expected = set(target.state_dict())
+    missing = sorted(expected - set(state))
+    unexpected = sorted(set(state) - expected)
+    return f"missing keys {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}" + (
+        "..." if len(unexpected) > 5 else ""
+    )
+
+
+def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local checkpoint into ``model`` (whole model first, then its encoder)."""
+    state = read_checkpoint(path)
+    source = str(path)
+    model_keys = set(model.state_dict())
+    candidates = [state]
+    if all(key.startswith("model.") for key in state):  # a Lightning module holding the model as `self.model`
+        candidates.append({key.removeprefix("model."): value for key, value in state.items()})
+    for candidate in candidates:
+        if set(candidate) == model_keys:
+            _check_shapes(model, candidate, source)
+            model.load_state_dict(candidate, strict=True)
+            return
+    spec: EncoderWeights | None = getattr(model, "encoder_weights", None)
+    if spec is not None:
+        encoder_keys = set(_submodule(model, spec.encoder).state_dict())
+        for candidate in candidates:
+            names = {
+                key.removeprefix(spec.source_prefix)
+                for key in candidate
+                if not key.startswith(spec.ignored_prefixes or ("\0",))
+            }
+            if names == encoder_keys:
+                _load_encoder(model, candidate, spec, source)
+                return
+    raise WeightsError(
+        f"{source} matches neither {type(model).__name__} nor its encoder: {_key_difference(candidates[-1], model)}"
+    )
+
+
+def load_weights(model: nn.Module, weights: str | os.PathLike | None) -> nn.Module:
+    """Apply ``weights`` (``None``, ``"imagenet"`` or a path) to ``model`` in place and return it."""
+    if weights is None:
+        return model
+    if weights == "imagenet":
+        spec: EncoderWeights | None = getattr(model, "encoder_weights", None)
+        if spec is None:
+            raise WeightsError(f"{type(model).__name__} has no ImageNet-pretrained encoder; use weights=None or a path")
+        _load_encoder(model, fetch_imagenet_state_dict(spec.imagenet), spec, str(spec.imagenet))
+        return model
+    load_checkpoint(model, weights)
+    return model
