@@ -100,17 +100,24 @@ def fetch_imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
         socket.setdefaulttimeout(previous_timeout)
 
 
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):
+            raise
+    # Lightning checkpoints may pickle hyperparameter objects that the safe loader refuses.
+    warnings.warn(f"{path} holds Python objects; loading it with weights_only=False", stacklevel=3)
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     """The tensors of a local checkpoint, unwrapped from Lightning/TernausNet containers and ``module.``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Lightning checkpoints may pickle hyperparameter objects that the safe loader refuses.
-        warnings.warn(f"{path} holds Python objects; loading it with weights_only=False", stacklevel=2)
-        content = torch.load(path, map_location="cpu", weights_only=False)
+        content = _torch_load(path)
     except Exception as error:
         raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
     for container_key in ("state_dict", "model", "model_state_dict"):

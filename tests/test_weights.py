@@ -1,0 +1,158 @@
+"""Loading ImageNet encoders (from a TORCH_HOME the tests fill themselves) and local checkpoints."""
+
+from __future__ import annotations
+
+import time
+from urllib.error import URLError
+
+import pytest
+import torch
+from torchvision.models import get_model, get_model_weights
+
+from ternaus_zoo import WeightsError, create_model
+from ternaus_zoo.weights import adapt_first_conv, torchvision_cache_file
+
+# registry name -> (torchvision model whose ImageNet file it reads, prefix of the encoder in that file,
+#                   attribute path of the encoder in our model, create_model kwargs)
+PRETRAINED = {
+    "unet11": ("vgg11", "features.", "encoder", {}),
+    "unet16": ("vgg16", "features.", "encoder", {}),
+    "albunet34": ("resnet34", "", "encoder", {}),
+    "linknet34": ("resnet34", "", "encoder", {}),
+    "smp.Unet": ("resnet34", "", "smp_model.encoder", {"encoder_name": "resnet34"}),
+}
+
+
+def _cache_torchvision_weights(name: str) -> dict[str, torch.Tensor]:
+    """Save a random torchvision model where torchvision's weights API looks for ImageNet weights."""
+    torch.manual_seed(0)
+    state = get_model(name, weights=None).state_dict()
+    path = torchvision_cache_file(get_model_weights(name).IMAGENET1K_V1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+@pytest.mark.parametrize("name", sorted(PRETRAINED))
+def test_imagenet_weights_fill_the_encoder_exactly(name):
+    source, prefix, encoder_path, kwargs = PRETRAINED[name]
+    state = _cache_torchvision_weights(source)
+    model = create_model(name, weights="imagenet", **kwargs)
+    encoder_state = model.get_submodule(encoder_path).state_dict()
+    compared = 0
+    for key, value in encoder_state.items():
+        if key.endswith("num_batches_tracked"):
+            continue
+        torch.testing.assert_close(value, state[prefix + key], rtol=0, atol=0)
+        compared += 1
+    expected = [k for k in state if k.startswith(prefix) and not k.startswith("fc.") and "num_batches" not in k]
+    assert compared == len(expected)
+
+
+def test_imagenet_first_conv_adapted_to_four_and_one_channels():
+    state = _cache_torchvision_weights("vgg11")
+    rgb = state["features.0.weight"]
+    four = create_model("unet11", in_channels=4, weights="imagenet").encoder[0].weight.detach()
+    torch.testing.assert_close(four[:, :3], rgb, rtol=0, atol=0)
+    torch.testing.assert_close(four[:, 3], rgb.mean(dim=1))
+    grey = create_model("unet11", in_channels=1, weights="imagenet").encoder[0].weight.detach()
+    torch.testing.assert_close(grey[:, 0], rgb.sum(dim=1))
+
+
+def test_adapted_first_conv_responds_to_grey_like_rgb():
+    weight = torch.randn(8, 3, 3, 3)
+    grey = torch.randn(1, 1, 5, 5)
+    rgb_response = torch.nn.functional.conv2d(grey.expand(1, 3, 5, 5), weight)
+    for channels in (1, 2):
+        adapted = adapt_first_conv(weight, channels)
+        torch.testing.assert_close(torch.nn.functional.conv2d(grey.expand(1, channels, 5, 5), adapted), rgb_response)
+
+
+def test_offline_without_cache_names_the_file_and_does_not_hang():
+    started = time.perf_counter()
+    with pytest.raises(WeightsError) as error:
+        create_model("unet11", weights="imagenet")
+    expected = torchvision_cache_file(get_model_weights("vgg11").IMAGENET1K_V1)
+    assert str(expected) in str(error.value) and str(expected.parent) in str(error.value)
+    assert "https://download.pytorch.org/models/vgg11" in str(error.value)
+    assert time.perf_counter() - started < 10
+
+
+def test_failed_download_names_the_file(monkeypatch):
+    monkeypatch.delenv("TERNAUS_ZOO_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TORCH_HUB_OFFLINE", raising=False)
+
+    def refuse(*args, **kwargs):
+        raise URLError("no network in this test")
+
+    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", refuse)
+    with pytest.raises(WeightsError, match="no network in this test") as error:
+        create_model("albunet34", weights="imagenet")
+    assert str(torchvision_cache_file(get_model_weights("resnet34").IMAGENET1K_V1)) in str(error.value)
+
+
+def test_model_without_pretrained_encoder_says_so():
+    with pytest.raises(WeightsError, match="no ImageNet-pretrained encoder"):
+        create_model("unet", weights="imagenet")
+
+
+@torch.no_grad()
+def _outputs_equal(first, second):
+    images = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(first.eval()(images), second.eval()(images), rtol=0, atol=0)
+
+
+def test_full_state_dict_file(tmp_path):
+    source = create_model("linknet34", num_classes=2)
+    torch.save(source.state_dict(), tmp_path / "full.pth")
+    _outputs_equal(create_model("linknet34", num_classes=2, weights=tmp_path / "full.pth"), source)
+
+
+def test_encoder_only_file_fills_only_the_encoder(tmp_path):
+    source = create_model("albunet34")
+    torch.save(source.encoder.state_dict(), tmp_path / "encoder.pth")
+    loaded = create_model("albunet34", weights=str(tmp_path / "encoder.pth"))
+    for key, value in source.encoder.state_dict().items():
+        torch.testing.assert_close(loaded.encoder.state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.equal(loaded.final.weight, source.final.weight)
+
+
+def test_torchvision_classifier_file_as_encoder(tmp_path):
+    torch.manual_seed(3)
+    vgg = get_model("vgg11", weights=None)
+    torch.save(vgg.state_dict(), tmp_path / "vgg11.pth")
+    loaded = create_model("unet11", weights=tmp_path / "vgg11.pth")
+    torch.testing.assert_close(loaded.conv5.weight, vgg.features[18].weight, rtol=0, atol=0)
+
+
+def test_lightning_checkpoint(tmp_path):
+    source = create_model("unet11")
+    state = {f"model.{key}": value for key, value in source.state_dict().items()}
+    torch.save({"state_dict": state, "pytorch-lightning_version": "2.6.0", "epoch": 3}, tmp_path / "last.ckpt")
+    _outputs_equal(create_model("unet11", weights=tmp_path / "last.ckpt"), source)
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
+        create_model("unet11", weights="nowhere.pth")
+
+
+def test_file_that_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match=r"notes\.pth"):
+        create_model("unet11", weights=path)
+
+
+def test_state_dict_of_another_model_names_the_keys(tmp_path):
+    torch.save(create_model("linknet34").state_dict(), tmp_path / "linknet.pth")
+    with pytest.raises(WeightsError, match=r"linknet.pth.*missing keys \['center"):
+        create_model("unet11", weights=tmp_path / "linknet.pth")
+
+
+def test_shape_mismatch_names_the_key_and_shapes(tmp_path):
+    torch.save(create_model("unet11", num_classes=2).state_dict(), tmp_path / "two.pth")
+    expected = r"'final.weight' has shape \(2, 32, 1, 1\), the model expects \(1, 32, 1, 1\)"
+    with pytest.raises(WeightsError, match=expected):
+        create_model("unet11", num_classes=1, weights=tmp_path / "two.pth")
