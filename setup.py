@@ -15,7 +15,7 @@ setup(
         "torch>=2.1",
         "torchvision>=0.16",
         "segmentation-models-pytorch>=0.3.3",
-        "albumentations>=1.4",
+        "albumentations>=2.0.8,<3",
         # albumentations already depends on the headless build; opencv-python beside it would install a second cv2
         "opencv-python-headless>=4.8",
         "pytorch-lightning>=2.2",
@@ -24,6 +24,7 @@ setup(
         "tensorboard>=2.14",
         "numpy>=1.24",
         "tqdm",
+        "matplotlib",
     ],
     extras_require={
         "test": [
@@ -34,11 +35,10 @@ setup(
             "ternausnet==0.0.1",
             "onnx",
             "onnxruntime",
-            "matplotlib",
             "nbclient",
             "ipykernel",
         ],
-        "notebooks": ["jupyter", "matplotlib", "nbclient", "nbconvert", "ipykernel", "pandas"],
+        "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel", "pandas"],
     },
     entry_points={"console_scripts": ["ternaus-zoo=ternaus_zoo.cli:main"]},
 )

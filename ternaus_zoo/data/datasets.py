@@ -1,0 +1,306 @@
+"""Folder datasets: image/mask pairs matched by file stem for training, images alone for prediction.
+
+Items are dicts:
+
+* ``image``: ``float32`` tensor ``(C, H, W)``; normalised by the transform, or only scaled to [0, 1]
+  when ``transform`` is ``None``.
+* ``mask`` (segmentation only): ``float32`` ``(1, H, W)`` in {0, 1} for ``mask_mode="binary"``,
+  ``int64`` ``(H, W)`` class indices (and ``ignore_index``) for ``mask_mode="classes"``.
+* ``name``: the file stem (a list of stems once batched).
+* ``original_size``: ``int64`` tensor ``(2,)`` = ``(H, W)`` of the file (``(B, 2)`` once batched), to
+  bring predictions back to the file's resolution.
+
+Pairing is checked when a dataset is built (cheap: file names only); file contents are checked when
+read. With ``skip_bad=True`` nothing raises: every file is read once at construction
+(:meth:`SegmentationDataset.validate`), bad items are dropped, logged on the ``ternaus_zoo.data``
+logger and listed in ``dataset.skipped`` as ``(file, reason)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, get_worker_info
+
+from ternaus_zoo.data.io import (
+    DataError,
+    PathLike,
+    format_examples,
+    list_images,
+    read_binary_mask,
+    read_class_mask,
+    read_image,
+    to_float,
+)
+
+logger = logging.getLogger("ternaus_zoo.data")
+
+MaskMode = Literal["binary", "classes"]
+Transform = Callable[..., dict[str, Any]]
+
+
+def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """A transform's image output (tensor ``(C, H, W)``, or numpy ``(H, W, C)``) as float ``(C, H, W)``."""
+    if isinstance(image, torch.Tensor):
+        return image.float()
+    return torch.from_numpy(np.ascontiguousarray(to_float(image).transpose(2, 0, 1)))
+
+
+class _FolderDataset(Dataset):
+    """Images of one folder by stem, optionally restricted to ``stems``; shared by both datasets."""
+
+    def __init__(
+        self,
+        images_dir: PathLike,
+        transform: Transform | None,
+        channels: int | None,
+        stems: Iterable[str] | None,
+    ) -> None:
+        self.images_dir = Path(images_dir)
+        self.images = list_images(self.images_dir)
+        self.transform = transform
+        self.channels = channels
+        self.stems = list(self.images)
+        self.skipped: list[tuple[Path, str]] = []
+        self._skipped_stems: set[str] = set()
+        if stems is not None:
+            self._restrict(stems)
+
+    def _restrict(self, stems: Iterable[str]) -> None:
+        """Keep only ``stems`` (sorted); stems skipped as bad are dropped, unknown ones raise."""
+        wanted = sorted(set(stems))
+        available = set(self.stems)
+        unknown = [stem for stem in wanted if stem not in available and stem not in self._skipped_stems]
+        if unknown:
+            raise KeyError(f"stems not in this dataset of {self.images_dir}: {format_examples(unknown)}")
+        self.stems = [stem for stem in wanted if stem in available]
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of the images as read (the first image is read to find out)."""
+        return read_image(self.images[self.stems[0]], self.channels).shape[2]
+
+    def _sample(self, stem: str, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+        """Apply the transform to the arrays as read and build the item dict."""
+        sample: dict[str, Any] = {}
+        original_size = torch.tensor(image.shape[:2], dtype=torch.int64)
+        if self.transform is not None:
+            output = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
+            image, mask = output["image"], output.get("mask")
+        sample["image"] = _image_tensor(image)
+        if mask is not None:
+            sample["mask"] = torch.as_tensor(mask)
+        sample["name"] = stem
+        sample["original_size"] = original_size
+        return sample
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the transform's own random state (albumentations 2 ignores the global seeds)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+
+
+class ImageFolderDataset(_FolderDataset):
+    """Every image of a folder, for prediction: items hold ``image``, ``name``, ``original_size``.
+
+    Args:
+        images_dir: folder of images (any OpenCV format; sub-folders are not searched).
+        transform: an albumentations-style callable ``transform(image=...) -> {"image": ...}``, e.g.
+            :func:`ternaus_zoo.data.transforms.val_transforms`.
+        channels: convert every image to this many channels (default: keep the file's).
+        stems: restrict to these stems.
+    """
+
+    def __init__(
+        self,
+        images_dir: PathLike,
+        transform: Transform | None = None,
+        *,
+        channels: int | None = None,
+        stems: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(images_dir, transform, channels, stems)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        stem = self.stems[index]
+        return self._sample(stem, read_image(self.images[stem], self.channels))
+
+
+class SegmentationDataset(_FolderDataset):
+    """Images and masks of two folders, paired by stem whatever the extensions.
+
+    Args:
+        images_dir: folder of images: grey, RGB, RGBA, 8 or 16 bits (see :mod:`ternaus_zoo.data.io`).
+        masks_dir: folder of masks, one per image, of the image's height and width.
+        mask_mode: ``"binary"``: first channel ``> threshold`` gives {0, 1} (JPEG masks included);
+            ``"classes"``: single-channel class indices.
+        threshold: binarisation threshold on the mask's raw values.
+        num_classes: required for ``"classes"``; values must be ``< num_classes`` or ``ignore_index``.
+        ignore_index: a value of the mask files meaning "not labelled" (e.g. CamVid's void = 11).
+        transform: albumentations-style callable ``transform(image=, mask=) -> {"image", "mask"}``.
+        stems: restrict to these stems (a fold); they must exist in ``images_dir``.
+        skip_bad: drop unpaired and unreadable items instead of raising; reads every file once.
+        channels: convert every image to this many channels (default: keep the file's).
+        mask_suffix: the mask of ``ID.png`` is ``ID{mask_suffix}.*`` (e.g. ``"_mask"``).
+
+    Raises:
+        FileNotFoundError: a folder is missing.
+        DataError: a folder is empty, two files share a stem, an image has no mask or a mask no image.
+        ValueError: inconsistent options.
+    """
+
+    def __init__(
+        self,
+        images_dir: PathLike,
+        masks_dir: PathLike,
+        *,
+        mask_mode: MaskMode = "binary",
+        threshold: int = 127,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        transform: Transform | None = None,
+        stems: Iterable[str] | None = None,
+        skip_bad: bool = False,
+        channels: int | None = None,
+        mask_suffix: str = "",
+    ) -> None:
+        if mask_mode not in ("binary", "classes"):
+            raise ValueError(f"mask_mode must be 'binary' or 'classes', got {mask_mode!r}")
+        if mask_mode == "classes" and (num_classes is None or num_classes < 1):
+            raise ValueError(f"mask_mode='classes' needs num_classes >= 1 to check the masks, got {num_classes}")
+        if ignore_index is not None and ignore_index < 0:
+            raise ValueError(f"ignore_index must be a value found in the mask files (>= 0), got {ignore_index}")
+        if threshold < 0:
+            raise ValueError(f"threshold must be >= 0, got {threshold}")
+        self.masks_dir = Path(masks_dir)
+        self.mask_mode = mask_mode
+        self.threshold = threshold
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.skip_bad = skip_bad
+        self.mask_suffix = mask_suffix
+        super().__init__(images_dir, transform, channels, stems=None)
+        self.masks = self._pair()
+        if stems is not None:
+            self._restrict(stems)
+        if skip_bad:
+            self.validate()
+
+    def _pair(self) -> dict[str, Path]:
+        """Match masks to images; drop (``skip_bad``) or raise on unpaired files."""
+        masks = list_images(self.masks_dir)
+        paired = {stem: masks[stem + self.mask_suffix] for stem in self.images if stem + self.mask_suffix in masks}
+        used = {stem + self.mask_suffix for stem in paired}
+        no_mask = [self.images[stem] for stem in self.images if stem not in paired]
+        no_image = [path for stem, path in masks.items() if stem not in used]
+        self._skipped_stems.update(path.stem for path in no_mask)
+        problems = [(path, f"no mask in {self.masks_dir}") for path in no_mask]
+        problems += [(path, f"no image in {self.images_dir}") for path in no_image]
+        if problems and not self.skip_bad:
+            lines = []
+            if no_mask:
+                names = format_examples(path.name for path in no_mask)
+                lines.append(f"{len(no_mask)} image(s) without a mask in {self.masks_dir}: {names}")
+            if no_image:
+                names = format_examples(path.name for path in no_image)
+                lines.append(f"{len(no_image)} mask(s) without an image in {self.images_dir}: {names}")
+            hint = f" (masks are matched as ID{self.mask_suffix}.*)" if self.mask_suffix else ""
+            raise DataError(self.images_dir, "; ".join(lines) + hint + "; pass skip_bad=True to skip them")
+        self.stems = sorted(paired)
+        if not self.stems:
+            raise DataError(self.images_dir, f"no image has a mask in {self.masks_dir}")
+        self._skip(problems)
+        return paired
+
+    def _skip(self, problems: list[tuple[Path, str]]) -> None:
+        if not problems:
+            return
+        self.skipped += problems
+        examples = format_examples(f"{path.name} ({reason})" for path, reason in problems)
+        logger.warning("skipped %d item(s) of %s: %s", len(problems), self.images_dir, examples)
+
+    def _load(self, stem: str) -> tuple[np.ndarray, np.ndarray]:
+        """The item's image ``(H, W, C)`` and mask ``(H, W)`` as arrays, checked."""
+        image_path, mask_path = self.images[stem], self.masks[stem]
+        image = read_image(image_path, self.channels)
+        if self.mask_mode == "binary":
+            mask = read_binary_mask(mask_path, self.threshold)
+        else:
+            mask = read_class_mask(mask_path, self.num_classes, self.ignore_index)
+        if image.shape[:2] != mask.shape[:2]:
+            raise DataError(
+                image_path,
+                f"image size {image.shape[:2]} differs from its mask's {mask.shape[:2]} ({mask_path})",
+            )
+        return image, mask
+
+    def validate(self, workers: int = 2) -> list[tuple[Path, str]]:
+        """Read every item once; return the problems as ``(file, reason)``.
+
+        With ``skip_bad`` the bad items are dropped, logged and added to ``skipped``; otherwise a
+        :class:`DataError` lists them all.
+        """
+
+        def check(stem: str) -> tuple[Path, str] | None:
+            try:
+                self._load(stem)
+            except DataError as error:
+                return error.path, error.reason
+            return None
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = list(pool.map(check, self.stems))
+        problems = [result for result in results if result is not None]
+        if problems and not self.skip_bad:
+            examples = format_examples(f"{path} ({reason})" for path, reason in problems)
+            raise DataError(self.images_dir, f"{len(problems)} bad item(s): {examples}")
+        bad = {stem for stem, result in zip(self.stems, results, strict=True) if result is not None}
+        self._skipped_stems |= bad
+        self.stems = [stem for stem in self.stems if stem not in bad]
+        if not self.stems:
+            raise DataError(self.images_dir, f"every item is bad: {format_examples(problems)}")
+        self._skip(problems)
+        return problems
+
+    def subset(self, stems: Iterable[str], transform: Transform | None = None) -> SegmentationDataset:
+        """A dataset over ``stems`` (a fold) with its own ``transform``, without listing the folders again."""
+        part = copy.copy(self)
+        part.transform = transform
+        part.skipped, part._skipped_stems = list(self.skipped), set(self._skipped_stems)
+        part._restrict(stems)
+        return part
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        stem = self.stems[index]
+        sample = self._sample(stem, *self._load(stem))
+        if self.mask_mode == "binary":
+            sample["mask"] = sample["mask"].float().unsqueeze(0)
+        else:
+            sample["mask"] = sample["mask"].long()
+        return sample
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one OpenCV thread per worker and a distinct augmentation stream.
+
+    ``cv2.setNumThreads(0)`` stops each worker from starting a thread pool of its own (workers x
+    cores threads on a few cores). albumentations 2 keeps its random state inside ``Compose`` and
+    ignores the global seeds, so forked workers would otherwise repeat each other's augmentations
+    (and, without persistent workers, repeat them every epoch); the dataset's transform is reseeded
+    from the worker's torch seed, which differs per worker and epoch and follows ``seed_everything``.
+    """
+    cv2.setNumThreads(0)
+    info = get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(info.seed)

@@ -1,0 +1,198 @@
+"""``SegmentationModule``: a registry model, a configurable loss, IoU/Dice metrics, optimisers with
+discriminative rates and an encoder freeze, and per-step cyclic schedules.
+
+The hyperparameters hold the registry name and its kwargs, so a checkpoint rebuilds its model alone
+(``SegmentationModule.load_from_checkpoint(path)`` or :func:`ternaus_zoo.training.load_model`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from torch import Tensor, nn
+
+from ternaus_zoo.data.transforms import restore_original_size
+from ternaus_zoo.losses import build_loss
+from ternaus_zoo.metrics import SegmentationMetrics
+from ternaus_zoo.registry import create_model
+from ternaus_zoo.training.schedules import build_scheduler
+from ternaus_zoo.weights import load_weights
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The pretrained part of a zoo model (the module its ``encoder_weights`` point at), if any."""
+    spec = getattr(model, "encoder_weights", None)
+    if spec is not None:
+        return model.get_submodule(spec.encoder)
+    return getattr(model, "encoder", None)
+
+
+class SegmentationModule(pl.LightningModule):
+    """Trains a registry segmentation model.
+
+    Args:
+        model: registry name (``"unet11"``, ``"smp.Unet"`` ...).
+        model_kwargs: the family's options (``{"encoder_name": "resnet34"}``).
+        num_classes: 1 for binary masks, C for class-index masks.
+        in_channels: input channels.
+        weights: ``None``, ``"imagenet"`` or a checkpoint path, applied when fitting starts (so that
+            rebuilding from a checkpoint never downloads).
+        loss: a loss name or a ``{name: weight}`` mapping for :func:`ternaus_zoo.losses.build_loss`.
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        lr: base learning rate of the decoder; the encoder gets ``lr * encoder_lr_ratio``.
+        weight_decay: decoupled for AdamW, L2 otherwise.
+        freeze_encoder_epochs: the encoder takes no steps during the first N epochs.
+        scheduler: one of :data:`ternaus_zoo.training.schedules.SCHEDULES`, stepped every batch.
+        scheduler_kwargs: its options (``max_lr``, ``cycle_epochs``, ``mode`` ...).
+        threshold: probability threshold of the binary metrics and predictions.
+        ignore_index: class index (or mask value) left out of the loss and metrics.
+    """
+
+    def __init__(
+        self,
+        model: str = "unet11",
+        model_kwargs: dict[str, Any] | None = None,
+        num_classes: int = 1,
+        in_channels: int = 3,
+        weights: str | None = None,
+        loss: str | dict[str, Any] = "bce_jaccard",
+        optimizer: Literal["adam", "adamw", "sgd"] = "adam",
+        lr: float = 1e-3,
+        encoder_lr_ratio: float = 1.0,
+        weight_decay: float = 0.0,
+        freeze_encoder_epochs: int = 0,
+        scheduler: str = "constant",
+        scheduler_kwargs: dict[str, Any] | None = None,
+        threshold: float = 0.5,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        self.save_hyperparameters()
+        self.model = create_model(model, num_classes=num_classes, in_channels=in_channels, **(model_kwargs or {}))
+        self.loss = build_loss(loss)
+        metric_options = {"num_classes": num_classes, "threshold": threshold, "ignore_index": ignore_index}
+        self.val_metrics = SegmentationMetrics(**metric_options)
+        self.test_metrics = SegmentationMetrics(**metric_options)
+        self._weights_applied = weights is None
+
+    @property
+    def info(self):
+        return self.model.info
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, C_in, H, W)`` normalised images to ``(B, num_classes, H, W)`` logits."""
+        return self.model(images)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not self._weights_applied:
+            load_weights(self.model, self.hparams.weights)
+            self._weights_applied = True
+
+    def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
+        loss = self.loss(self(batch["image"]), batch["mask"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
+        return loss
+
+    def _evaluate(self, batch: dict[str, Tensor], metrics: SegmentationMetrics, prefix: str) -> None:
+        logits = self(batch["image"])
+        target = batch["mask"]
+        self.log(f"{prefix}/loss", self.loss(logits, target), on_epoch=True, batch_size=len(logits), sync_dist=True)
+        metrics.update(logits, target)
+
+    def _log_metrics(self, metrics: SegmentationMetrics, prefix: str) -> None:
+        scores = metrics.compute()
+        for key, value in scores.items():
+            if value.numel() == 1:
+                self.log(f"{prefix}/{key}", value, prog_bar=key in ("iou", "dice", "miou"))
+        metrics.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
+        self._evaluate(batch, self.val_metrics, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics(self.val_metrics, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_index: int) -> None:
+        self._evaluate(batch, self.test_metrics, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics(self.test_metrics, "test")
+
+    def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
+        """Probabilities ``(C, H, W)`` of each image at its ``original_size`` (the evaluation transform's
+        padding cropped and its resize undone, on probabilities as the benchmarks score them)."""
+        probabilities = self.probabilities(self(batch["image"]))
+        val_size = getattr(self.trainer.datamodule, "val_size", None)
+        restored = [
+            restore_original_size(item, tuple(size.tolist()), val_size)
+            for item, size in zip(probabilities, batch["original_size"], strict=True)
+        ]
+        return {"name": batch["name"], "probabilities": restored}
+
+    def probabilities(self, logits: Tensor) -> Tensor:
+        """Sigmoid for one output channel, softmax over classes otherwise."""
+        return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
+
+    def on_train_epoch_start(self) -> None:
+        encoder = encoder_of(self.model)
+        if encoder is not None and self.hparams.freeze_encoder_epochs > 0:
+            trainable = self.current_epoch >= self.hparams.freeze_encoder_epochs
+            for parameter in encoder.parameters():
+                parameter.requires_grad_(trainable)
+
+    @property
+    def monitor(self) -> str:
+        """The validation score the best checkpoint is chosen by."""
+        return "val/miou" if self.hparams.num_classes > 1 else "val/iou"
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The best checkpoint by :attr:`monitor` and ``last.ckpt`` after every epoch (Lightning's own
+        ``save_last`` only follows a new best)."""
+        if self._trainer is None or self.trainer.checkpoint_callback is None:  # checkpointing turned off
+            return []
+        best = ModelCheckpoint(
+            monitor=self.monitor, mode="max", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False
+        )
+        last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        return [best, last]
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The encoder at ``lr * encoder_lr_ratio``, everything else at ``lr``."""
+        encoder = encoder_of(self.model)
+        encoder_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        rest = [p for p in self.model.parameters() if id(p) not in encoder_ids]
+        groups = [{"params": rest, "lr": self.hparams.lr, "name": "decoder"}]
+        if encoder_ids:
+            groups.append(
+                {
+                    "params": list(encoder.parameters()),
+                    "lr": self.hparams.lr * self.hparams.encoder_lr_ratio,
+                    "name": "encoder",
+                }
+            )
+        return groups
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"weight_decay": self.hparams.weight_decay}
+        if self.hparams.optimizer == "sgd":
+            options.update(momentum=0.9, nesterov=True)
+        optimizer = OPTIMIZERS[self.hparams.optimizer](self.parameter_groups(), lr=self.hparams.lr, **options)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        scheduler = build_scheduler(
+            optimizer,
+            self.hparams.scheduler,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            **(self.hparams.scheduler_kwargs or {}),
+        )
+        if scheduler is None:
+            return {"optimizer": optimizer}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,103 @@
+"""End to end through the command line, in-process: fit, validate, predict from the checkpoint alone,
+lr-find and the demo, on tiny inputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+import yaml
+
+from ternaus_zoo.cli import main
+from ternaus_zoo.training import SegmentationModule
+
+TINY = [
+    "--model.model=unet",
+    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
+    "--model.lr=0.01",
+    "--data.image_size=32",
+    "--data.val_size=32",
+    "--data.batch_size=2",
+    "--data.num_workers=0",
+    "--data.n_folds=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def _fit(folder: Path, *extra: str) -> Path:
+    main(["fit", f"--data.dataset={folder}", "--trainer.max_epochs=2", *TINY, *extra])
+    (run,) = Path("runs/lightning_logs").iterdir()
+    return run
+
+
+def test_fit_writes_checkpoints_logs_config_and_folds(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _fit(shapes_folder)
+    checkpoints = sorted(path.name for path in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    scores = [float(row["val/iou"]) for row in rows if row.get("val/iou")]
+    assert scores and all(0 <= score <= 1 for score in scores) and "val/dice" in rows[0]
+    assert list(Path("runs/tensorboard").rglob("events.out.tfevents*"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["model"] == "unet" and config["data"]["dataset"] == str(shapes_folder)
+    assert (run / "folds.csv").is_file()
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["hyper_parameters"]["model"] == "unet"
+    assert checkpoint["global_step"] == 2 * 2  # 6 training images (fold 0 holds out 4 of 8 -> 4), batch 2
+
+
+def test_predict_from_the_checkpoint_alone_writes_masks_at_original_size(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _fit(shapes_folder)
+    output = tmp_path / "predicted"
+    main(
+        [
+            "predict",
+            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"--data.dataset={shapes_folder}",
+            f"--data.predict_dir={shapes_folder / 'images'}",
+            "--data.num_workers=0",
+            "--data.val_size=32",
+            f"--writer.output_dir={output}",
+            "--writer.save_probabilities=true",
+        ]
+    )
+    for image_path in sorted((shapes_folder / "images").iterdir()):
+        mask = cv2.imread(str(output / f"{image_path.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == cv2.imread(str(image_path)).shape[:2]
+        assert set(mask.ravel().tolist()) <= {0, 255}
+        assert (output / f"{image_path.stem}.npy").is_file()
+
+
+def test_checkpoint_rebuilds_its_model_without_config(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = _fit(shapes_folder)
+    module = SegmentationModule.load_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert module.model.info.name == "unet"
+    assert module(torch.randn(1, 3, 20, 30)).shape == (1, 1, 20, 30)
+
+
+def test_lr_find(shapes_folder, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    main(["lr-find", "--num_training=6", "--min_lr=1e-5", "--max_lr=1", f"--data.dataset={shapes_folder}", *TINY])
+    assert "suggested learning rate" in capsys.readouterr().out
+    assert list(Path("runs").rglob("lr_find.png"))
+
+
+def test_help_lists_every_command(capsys):
+    main([])
+    text = capsys.readouterr().out
+    for command in ("fit", "validate", "test", "predict", "lr-find", "demo"):
+        assert command in text
+
+
+@pytest.mark.timeout(300)
+def test_demo_trains_and_draws(tmp_path, capsys):
+    main(["demo", f"--output_dir={tmp_path}", "--max_steps=3"])
+    assert "held-out IoU" in capsys.readouterr().out
+    assert (tmp_path / "predictions.png").stat().st_size > 1000
