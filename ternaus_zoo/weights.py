@@ -172,8 +172,10 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     source = str(path)
     model_keys = set(model.state_dict())
     candidates = [state]
-    if all(key.startswith("model.") for key in state):  # a Lightning module holding the model as `self.model`
-        candidates.append({key.removeprefix("model."): value for key, value in state.items()})
+    if any(key.startswith("model.") for key in state):  # a Lightning module holding the model as `self.model`
+        candidates.append(
+            {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
+        )
     for candidate in candidates:
         if set(candidate) == model_keys:
             _check_shapes(model, candidate, source)

@@ -1,7 +1,18 @@
 """Model families; importing this package registers every model."""
 
 from ternaus_zoo.models.albunet import AlbuNet, albunet34
+from ternaus_zoo.models.aux_resnet import AuxResNet, aux_resnet18, aux_resnet34, aux_resnet50
 from ternaus_zoo.models.base import SegmentationModel, crop_padding, pad_to_multiple
+from ternaus_zoo.models.gapnet import (
+    GAPNet,
+    GapNetPL,
+    gapnet_pl,
+    gapnet_resnet18,
+    gapnet_resnet34,
+    gapnet_vgg11,
+    gapnet_vgg16,
+)
+from ternaus_zoo.models.heads import GAPHead
 from ternaus_zoo.models.linknet import LinkNet, linknet34
 from ternaus_zoo.models.smp_adapter import SmpSegmentationModel
 from ternaus_zoo.models.ternausnet import UNet11, UNet16, unet11, unet16
@@ -9,6 +20,10 @@ from ternaus_zoo.models.unet import UNet, unet
 
 __all__ = [
     "AlbuNet",
+    "AuxResNet",
+    "GAPHead",
+    "GAPNet",
+    "GapNetPL",
     "LinkNet",
     "SegmentationModel",
     "SmpSegmentationModel",
@@ -16,7 +31,15 @@ __all__ = [
     "UNet11",
     "UNet16",
     "albunet34",
+    "aux_resnet18",
+    "aux_resnet34",
+    "aux_resnet50",
     "crop_padding",
+    "gapnet_pl",
+    "gapnet_resnet18",
+    "gapnet_resnet34",
+    "gapnet_vgg11",
+    "gapnet_vgg16",
     "linknet34",
     "pad_to_multiple",
     "unet",

@@ -1,0 +1,313 @@
+"""Sliding-window prediction of images of any size, with memory bounded by the tile.
+
+The model only ever sees ``(batch_size, C, tile_size, tile_size)`` tiles, so its activations are bounded
+by the tile; only the output accumulator ``(K, H, W)`` is image-sized (``float16`` halves it; an
+``output_path`` puts it in a memory-mapped ``.npy`` file instead of RAM). The input may be a lazily
+read array (``numpy.memmap``, ``uint8``): tiles are cut, converted and normalised one batch at a time.
+
+Blending: every tile's prediction is multiplied by a separable window ``w_i(y) * w_j(x)`` (Gaussian,
+pyramid or constant) and by ``1 / (S_y(y) * S_x(x))``, where ``S`` is the sum of the 1D windows of all
+tiles covering a row or column. Because the tiles lie on a grid, the 2D weight sum factorises into these
+two 1D sums, so the normalised weights of the tiles covering a pixel add up to exactly one, the
+accumulator holds the final blended prediction at once, and no image-sized weight map is needed.
+
+Written here rather than taken from MONAI or pytorch-toolbelt (neither is a dependency); torch has no
+sliding-window inference of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ternaus_zoo.inference.tta import Activation, apply_activation
+
+Blend = Literal["gaussian", "pyramid", "constant"]
+ImageLike = Tensor | np.ndarray
+
+
+def blend_window(size: int, blend: Blend = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
+    """A 1D blending window of ``size`` samples: positive, symmetric, largest in the centre.
+
+    Args:
+        size: tile side in pixels.
+        blend: ``"gaussian"`` (``exp(-d**2 / (2 sigma**2))`` with ``sigma = sigma_scale * size``, the
+            nnU-Net choice of 1/8), ``"pyramid"`` (a triangle: ``min(i + 1, size - i)``, scaled to a peak of
+            1; its outer product is the separable "tent" pyramid) or ``"constant"`` (plain averaging).
+        sigma_scale: Gaussian standard deviation as a fraction of ``size``.
+
+    Returns:
+        ``(size,)`` float64 array with values in ``(0, 1]``.
+    """
+    if size < 1:
+        raise ValueError(f"window size must be >= 1, got {size}")
+    positions = np.arange(size, dtype=np.float64)
+    if blend == "constant":
+        return np.ones(size)
+    if blend == "pyramid":
+        window = np.minimum(positions + 1, size - positions)
+        return window / window.max()
+    if blend == "gaussian":
+        if sigma_scale <= 0:
+            raise ValueError(f"sigma_scale must be positive, got {sigma_scale}")
+        centre = (size - 1) / 2
+        window = np.exp(-((positions - centre) ** 2) / (2 * (sigma_scale * size) ** 2))
+        return window / window.max()
+    raise ValueError(f"unknown blend {blend!r}; choose 'gaussian', 'pyramid' or 'constant'")
+
+
+def blend_weights(tile_size: int, blend: Blend = "gaussian", sigma_scale: float = 0.125) -> Tensor:
+    """The ``(tile_size, tile_size)`` float32 weight map of one tile: the outer product of :func:`blend_window`."""
+    window = blend_window(tile_size, blend, sigma_scale)
+    return torch.from_numpy(np.outer(window, window)).float()
+
+
+def tile_starts(length: int, tile_size: int, stride: int) -> list[int]:
+    """Start offsets of the tiles along one axis of ``length`` pixels.
+
+    Tiles step by ``stride``; the last one is shifted inward so that it ends at the border, so every tile
+    is a full tile lying inside the image. An axis shorter than the tile gets one tile at 0 (padded).
+    """
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if length <= tile_size:
+        return [0]
+    starts = list(range(0, length - tile_size + 1, stride))
+    if starts[-1] != length - tile_size:
+        starts.append(length - tile_size)
+    return starts
+
+
+@dataclass(frozen=True)
+class AxisPlan:
+    """Where the tiles lie along one image axis and how they are weighted.
+
+    Attributes:
+        starts: image offset of each tile's first pixel inside the image.
+        extent: image pixels each tile covers, ``min(tile_size, length)``.
+        offset: tile index of the first image pixel (the padding before the image on a short axis, else 0).
+        pad: ``(before, after)`` padding of a short axis up to the tile size.
+        weights: one ``(extent,)`` window per tile, already divided by the sum of all windows at each pixel,
+            so the weights of the tiles covering a pixel add up to one.
+    """
+
+    starts: tuple[int, ...]
+    extent: int
+    offset: int
+    pad: tuple[int, int]
+    weights: tuple[np.ndarray, ...]
+
+
+def plan_axis(length: int, tile_size: int, stride: int, window: np.ndarray, margin: int = 0) -> AxisPlan:
+    """The tiles of one axis and their normalised 1D weights.
+
+    ``margin`` pixels at a tile side that lies inside the image get weight 0 (the predictions there lack
+    context); the tiles must overlap by at least ``2 * margin`` so that every pixel keeps a positive weight.
+    """
+    starts = tile_starts(length, tile_size, stride)
+    if length <= tile_size:
+        before = (tile_size - length) // 2
+        extent, offset, pad = length, before, (before, tile_size - length - before)
+    else:
+        extent, offset, pad = tile_size, 0, (0, 0)
+    windows = []
+    total = np.zeros(length, dtype=np.float64)
+    for start in starts:
+        weights = window[offset : offset + extent].copy()
+        if margin > 0 and length > tile_size:
+            if start > 0:
+                weights[:margin] = 0
+            if start + tile_size < length:
+                weights[tile_size - margin :] = 0
+        windows.append(weights)
+        total[start : start + extent] += weights
+    if not (total > 0).all():
+        first = int(np.argmin(total > 0))
+        raise ValueError(
+            f"pixel {first} of an axis of {length} gets no weight: tiles of {tile_size} with stride {stride} overlap "
+            f"by {tile_size - stride} px, less than 2 * margin = {2 * margin}; raise the overlap or lower the margin"
+        )
+    normalised = tuple(w / total[s : s + extent] for w, s in zip(windows, starts, strict=True))
+    return AxisPlan(tuple(starts), extent, offset, pad, normalised)
+
+
+def _pad_tiles(tiles: Tensor, padding: tuple[int, int, int, int]) -> Tensor:
+    if not any(padding):
+        return tiles
+    left, right, top, bottom = padding
+    fits = max(left, right) < tiles.shape[-1] and max(top, bottom) < tiles.shape[-2]
+    return F.pad(tiles, padding, mode="reflect" if fits else "replicate")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+class SlidingWindowPredictor:
+    """Predict a ``(C, H, W)`` image of any size tile by tile and blend the tiles.
+
+    Args:
+        model: maps ``(B, C, T, T)`` to ``(B, K, T, T)`` logits (a zoo model, a :class:`TTA`, an
+            :class:`Ensemble`, a loaded TorchScript module or any callable module). It is put in eval mode.
+        tile_size: side ``T`` of the square tiles; choose a multiple of the model's ``info.size_multiple``
+            (and, for an exported model, its export size).
+        overlap: fraction of a tile shared with the next one (0.25), used when ``stride`` is not given.
+        stride: step between tiles in pixels, overriding ``overlap``.
+        batch_size: tiles per forward pass.
+        blend: ``"gaussian"``, ``"pyramid"`` or ``"constant"`` (see :func:`blend_window`).
+        margin: pixels at inner tile sides that get weight 0; with ``margin >= r`` for a model of receptive
+            radius ``r`` the tiled prediction equals the whole-image one (needs ``overlap >= 2 * margin``).
+        num_classes: output channels ``K``; taken from the first batch when ``None``.
+        activation: ``"sigmoid"``/``"softmax"`` blends probabilities (and returns them); ``None`` blends logits.
+        accumulator_dtype: dtype of the image-sized output (``torch.float16`` halves its memory).
+        output_path: write the output to this ``.npy`` file, memory-mapped, instead of holding it in RAM.
+        preprocess: applied to every ``(B, C, T, T)`` batch of tiles after conversion to float on the
+            device, e.g. normalisation of ``uint8`` tiles; ``None``: tiles are only cast to float32.
+        device: where the model runs; default the device of its parameters. The output stays on the CPU.
+        progress: show a tqdm bar over the tiles.
+
+    Call:
+        ``predictor(image)`` with ``image`` ``(C, H, W)`` or ``(1, C, H, W)``, a tensor or a NumPy array,
+        returns ``(K, H, W)`` (or ``(1, K, H, W)``) on the CPU in ``accumulator_dtype``; with ``output_path``
+        the tensor shares memory with the memory-mapped file (read it back with
+        ``numpy.load(path, mmap_mode="r")``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[Tensor], Tensor],
+        tile_size: int = 512,
+        overlap: float = 0.25,
+        stride: int | None = None,
+        batch_size: int = 4,
+        blend: Blend = "gaussian",
+        margin: int = 0,
+        num_classes: int | None = None,
+        activation: Activation = None,
+        accumulator_dtype: torch.dtype = torch.float32,
+        output_path: str | os.PathLike | None = None,
+        preprocess: Callable[[Tensor], Tensor] | None = None,
+        device: torch.device | str | None = None,
+        progress: bool = True,
+        sigma_scale: float = 0.125,
+    ) -> None:
+        if tile_size < 1:
+            raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+        if stride is None:
+            if not 0 <= overlap < 1:
+                raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+            stride = max(1, round(tile_size * (1 - overlap)))
+        if not 1 <= stride <= tile_size:
+            raise ValueError(f"stride must be in [1, tile_size={tile_size}], got {stride}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if margin < 0 or 2 * margin >= tile_size:
+            raise ValueError(f"margin must be in [0, tile_size / 2), got {margin}")
+        if activation not in ("sigmoid", "softmax", None):
+            raise ValueError(f"unknown activation {activation!r}; choose 'sigmoid', 'softmax' or None")
+        info = getattr(model, "info", None)
+        multiple = getattr(info, "size_multiple", 1)
+        if tile_size % multiple:
+            warnings.warn(
+                f"tile_size {tile_size} is not a multiple of the model's size_multiple {multiple}: every tile is "
+                f"padded inside the model; {math.ceil(tile_size / multiple) * multiple} costs the same",
+                stacklevel=2,
+            )
+        if isinstance(model, nn.Module):
+            model.eval()
+        self.model = model
+        self.tile_size = tile_size
+        self.stride = stride
+        self.batch_size = batch_size
+        self.blend = blend
+        self.margin = margin
+        self.num_classes = num_classes
+        self.activation = activation
+        self.accumulator_dtype = accumulator_dtype
+        self.output_path = output_path
+        self.preprocess = preprocess
+        self.device = (
+            torch.device(device)
+            if device is not None
+            else (_model_device(model) if isinstance(model, nn.Module) else torch.device("cpu"))
+        )
+        self.progress = progress
+        self.window = blend_window(tile_size, blend, sigma_scale)
+
+    def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
+        """The row and column tile plans of an ``height x width`` image."""
+        return (
+            plan_axis(height, self.tile_size, self.stride, self.window, self.margin),
+            plan_axis(width, self.tile_size, self.stride, self.window, self.margin),
+        )
+
+    def _allocate(self, num_classes: int, height: int, width: int) -> tuple[Tensor, np.memmap | None]:
+        if self.output_path is None:
+            return torch.zeros((num_classes, height, width), dtype=self.accumulator_dtype), None
+        numpy_dtype = torch.empty((), dtype=self.accumulator_dtype).numpy().dtype
+        array = np.lib.format.open_memmap(
+            os.fspath(self.output_path), mode="w+", dtype=numpy_dtype, shape=(num_classes, height, width)
+        )
+        return torch.from_numpy(array), array
+
+    def _load_tiles(self, image: ImageLike, boxes: list[tuple[int, int]], rows: AxisPlan, columns: AxisPlan) -> Tensor:
+        crops = [image[:, y : y + rows.extent, x : x + columns.extent] for y, x in boxes]
+        tiles = torch.from_numpy(np.stack(crops)) if isinstance(image, np.ndarray) else torch.stack(crops)
+        tiles = tiles.to(self.device)
+        tiles = self.preprocess(tiles) if self.preprocess is not None else tiles.float()
+        return _pad_tiles(tiles, (*columns.pad, *rows.pad))
+
+    @torch.inference_mode()
+    def __call__(self, image: ImageLike) -> Tensor:
+        batched = image.ndim == 4
+        if batched:
+            if image.shape[0] != 1:
+                raise ValueError(f"expected one image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+            image = image[0]
+        if image.ndim != 3:
+            raise ValueError(f"expected an image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+        height, width = int(image.shape[1]), int(image.shape[2])
+        rows, columns = self.plan(height, width)
+        boxes = [(y, x) for y in range(len(rows.starts)) for x in range(len(columns.starts))]
+        output: Tensor | None = None
+        memmap: np.memmap | None = None
+        if self.num_classes is not None:
+            output, memmap = self._allocate(self.num_classes, height, width)
+        with tqdm(total=len(boxes), desc="tiles", unit="tile", disable=not self.progress) as bar:
+            for first in range(0, len(boxes), self.batch_size):
+                batch = boxes[first : first + self.batch_size]
+                starts = [(rows.starts[i], columns.starts[j]) for i, j in batch]
+                logits = self.model(self._load_tiles(image, starts, rows, columns))
+                if logits.ndim != 4 or tuple(logits.shape[-2:]) != (self.tile_size, self.tile_size):
+                    raise ValueError(
+                        f"the model maps tiles of {self.tile_size}x{self.tile_size} to shape {tuple(logits.shape)}; "
+                        f"sliding-window prediction needs (B, K, {self.tile_size}, {self.tile_size}) logits"
+                    )
+                predictions = apply_activation(logits, self.activation).float().cpu()
+                predictions = predictions[
+                    :, :, rows.offset : rows.offset + rows.extent, columns.offset : columns.offset + columns.extent
+                ]
+                if output is None:
+                    output, memmap = self._allocate(predictions.shape[1], height, width)
+                elif predictions.shape[1] != output.shape[0]:
+                    raise ValueError(f"the model returned {predictions.shape[1]} channels, expected {output.shape[0]}")
+                for prediction, (i, j), (y, x) in zip(predictions, batch, starts, strict=True):
+                    weights = torch.from_numpy(np.outer(rows.weights[i], columns.weights[j])).float()
+                    region = output[:, y : y + rows.extent, x : x + columns.extent]
+                    region += (prediction * weights).to(output.dtype)
+                bar.update(len(batch))
+        assert output is not None
+        if memmap is not None:
+            memmap.flush()
+        return output[None] if batched else output
