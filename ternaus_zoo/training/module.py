@@ -11,14 +11,15 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, StochasticWeightAveraging
 from torch import Tensor, nn
 
 from ternaus_zoo.data.transforms import restore_original_size
 from ternaus_zoo.losses import build_loss
 from ternaus_zoo.metrics import SegmentationMetrics
 from ternaus_zoo.registry import create_model
-from ternaus_zoo.training.schedules import build_scheduler
+from ternaus_zoo.training.callbacks import CycleSnapshots
+from ternaus_zoo.training.schedules import StepCyclicRates, build_scheduler
 from ternaus_zoo.weights import load_weights
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -51,6 +52,8 @@ class SegmentationModule(pl.LightningModule):
         scheduler_kwargs: its options (``max_lr``, ``cycle_epochs``, ``mode`` ...).
         threshold: probability threshold of the binary metrics and predictions.
         ignore_index: class index (or mask value) left out of the loss and metrics.
+        swa_lr: turn on stochastic weight averaging (Lightning's callback) at this learning rate.
+        swa_epoch_start: epoch (or fraction of the epochs) where averaging starts.
     """
 
     def __init__(
@@ -70,6 +73,8 @@ class SegmentationModule(pl.LightningModule):
         scheduler_kwargs: dict[str, Any] | None = None,
         threshold: float = 0.5,
         ignore_index: int | None = None,
+        swa_lr: float | None = None,
+        swa_epoch_start: float = 0.8,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -161,7 +166,14 @@ class SegmentationModule(pl.LightningModule):
             monitor=self.monitor, mode="max", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False
         )
         last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
-        return [best, last]
+        callbacks: list[Callback] = [best, last]
+        if self.hparams.scheduler == "step_cyclic":
+            callbacks.append(CycleSnapshots())
+        if self.hparams.swa_lr is not None:
+            callbacks.append(
+                StochasticWeightAveraging(swa_lrs=self.hparams.swa_lr, swa_epoch_start=self.hparams.swa_epoch_start)
+            )
+        return callbacks
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """The encoder at ``lr * encoder_lr_ratio``, everything else at ``lr``."""
@@ -179,13 +191,17 @@ class SegmentationModule(pl.LightningModule):
             )
         return groups
 
+    def _steps(self) -> tuple[int, int]:
+        """Optimiser steps of the whole run and of one epoch."""
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        return total_steps, max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+
     def configure_optimizers(self) -> dict[str, Any]:
         options: dict[str, Any] = {"weight_decay": self.hparams.weight_decay}
         if self.hparams.optimizer == "sgd":
             options.update(momentum=0.9, nesterov=True)
         optimizer = OPTIMIZERS[self.hparams.optimizer](self.parameter_groups(), lr=self.hparams.lr, **options)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        steps_per_epoch = max(1, total_steps // max(1, self.trainer.max_epochs or 1))
+        total_steps, steps_per_epoch = self._steps()
         scheduler = build_scheduler(
             optimizer,
             self.hparams.scheduler,
@@ -193,6 +209,8 @@ class SegmentationModule(pl.LightningModule):
             steps_per_epoch=steps_per_epoch,
             **(self.hparams.scheduler_kwargs or {}),
         )
+        if isinstance(getattr(scheduler, "lr_lambdas", [None])[0], StepCyclicRates):
+            self.cycle_steps = scheduler.lr_lambdas[0].cycle_steps  # read by CycleSnapshots
         if scheduler is None:
             return {"optimizer": optimizer}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

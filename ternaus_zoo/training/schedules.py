@@ -112,7 +112,12 @@ def build_scheduler(
         )
     if name == "cosine_restarts":
         return CosineAnnealingWarmRestarts(optimizer, T_0=cycle_steps, T_mult=cycle_mult)
-    rates = StepCyclicRates(
-        factors=tuple(factors), lengths=tuple(max(1, round(e * steps_per_epoch)) for e in epochs_per_rate)
-    )
-    return LambdaLR(optimizer, lr_lambda=rates)
+    return LambdaLR(optimizer, lr_lambda=step_cyclic_rates(steps_per_epoch, factors, epochs_per_rate))
+
+
+def step_cyclic_rates(
+    steps_per_epoch: int, factors: Sequence[float] = (1.0, 0.1), epochs_per_rate: Sequence[float] = (3.0, 1.0)
+) -> StepCyclicRates:
+    """The ``step_cyclic`` multipliers with lengths converted from epochs to steps."""
+    lengths = tuple(max(1, round(epochs * steps_per_epoch)) for epochs in epochs_per_rate)
+    return StepCyclicRates(factors=tuple(factors), lengths=lengths)

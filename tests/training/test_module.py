@@ -1,0 +1,161 @@
+"""SegmentationModule: optimisers, discriminative rates, encoder freezing, snapshots, SWA, multi-class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
+
+from ternaus_zoo.data import SegmentationDataModule
+from ternaus_zoo.training import SegmentationModule
+from ternaus_zoo.training.module import encoder_of
+
+TINY_UNET = {"model": "unet", "model_kwargs": {"num_filters": 4, "depth": 3}}
+
+
+def _data(folder: Path, **options) -> SegmentationDataModule:
+    settings = {"image_size": 32, "val_size": 32, "batch_size": 2, "num_workers": 0, "n_folds": 2}
+    return SegmentationDataModule(dataset=str(folder), model_name="unet", **{**settings, **options})
+
+
+def _fit(module, data, tmp_path, epochs=2, callbacks=()) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer
+
+
+class RecordRates(Callback):
+    def __init__(self) -> None:
+        self.rates: list[float] = []
+
+    def on_train_batch_start(self, trainer, pl_module, *args) -> None:
+        self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def test_discriminative_rates_split_encoder_and_decoder():
+    module = SegmentationModule(model="linknet34", lr=1e-3, encoder_lr_ratio=0.1)
+    decoder, encoder = module.parameter_groups()
+    assert decoder["lr"] == 1e-3 and encoder["lr"] == pytest.approx(1e-4)
+    encoder_ids = {id(p) for p in module.model.encoder.parameters()}
+    assert {id(p) for p in encoder["params"]} == encoder_ids
+    assert not encoder_ids & {id(p) for p in decoder["params"]}
+    assert len(encoder["params"]) + len(decoder["params"]) == len(list(module.model.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
+def test_optimizers(name, expected, shapes_folder, tmp_path):
+    trainer = _fit(SegmentationModule(**TINY_UNET, optimizer=name), _data(shapes_folder), tmp_path, epochs=1)
+    (optimizer,) = trainer.optimizers
+    assert type(optimizer) is expected
+    if name == "sgd":
+        assert optimizer.defaults["momentum"] == 0.9 and optimizer.defaults["nesterov"]
+
+
+def test_unknown_optimizer():
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        SegmentationModule(**TINY_UNET, optimizer="rmsprop")
+
+
+class EncoderCopies(Callback):
+    def __init__(self) -> None:
+        self.copies: list[torch.Tensor] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.copies.append(self._first(pl_module))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.copies.append(self._first(pl_module))
+
+    @staticmethod
+    def _first(pl_module) -> torch.Tensor:
+        return next(encoder_of(pl_module.model).parameters()).detach().clone()
+
+
+def test_encoder_frozen_for_the_first_epochs(shapes_folder, tmp_path):
+    copies = EncoderCopies()
+    module = SegmentationModule(**TINY_UNET, lr=0.05, freeze_encoder_epochs=1)
+    _fit(module, _data(shapes_folder), tmp_path, epochs=2, callbacks=[copies])
+    start, after_frozen_epoch, after_training_epoch = copies.copies
+    assert torch.equal(start, after_frozen_epoch)
+    assert not torch.equal(after_frozen_epoch, after_training_epoch)
+
+
+def test_step_cyclic_rates_and_snapshot_per_cycle(shapes_folder, tmp_path):
+    rates = RecordRates()
+    module = SegmentationModule(
+        **TINY_UNET,
+        lr=0.01,
+        scheduler="step_cyclic",
+        scheduler_kwargs={"factors": [1.0, 0.1], "epochs_per_rate": [1, 1]},
+    )
+    trainer = _fit(module, _data(shapes_folder), tmp_path, epochs=4, callbacks=[rates])
+    # 2 steps an epoch: each rate held 2 steps, a cycle of 4 steps, repeated
+    assert rates.rates == pytest.approx([0.01, 0.01, 0.001, 0.001] * 2)
+    snapshots = sorted(path.name for path in (Path(trainer.default_root_dir) / "checkpoints").glob("snapshot-*"))
+    assert snapshots == ["snapshot-cycle01.ckpt", "snapshot-cycle02.ckpt"]
+
+
+def test_per_step_cyclic_schedule_changes_the_rate_every_batch(shapes_folder, tmp_path):
+    rates = RecordRates()
+    module = SegmentationModule(
+        **TINY_UNET, lr=0.01, scheduler="cyclic", scheduler_kwargs={"base_lr": 0.001, "cycle_epochs": 2}
+    )
+    _fit(module, _data(shapes_folder), tmp_path, epochs=2, callbacks=[rates])
+    assert rates.rates == pytest.approx([0.001, 0.0055, 0.01, 0.0055])
+
+
+def test_stochastic_weight_averaging_option(shapes_folder, tmp_path):
+    trainer = _fit(
+        SegmentationModule(**TINY_UNET, swa_lr=0.01, swa_epoch_start=1), _data(shapes_folder), tmp_path, epochs=3
+    )
+    (swa,) = [callback for callback in trainer.callbacks if isinstance(callback, StochasticWeightAveraging)]
+    assert swa.n_averaged is not None and int(swa.n_averaged) >= 2  # weights of several epochs were averaged
+
+
+@pytest.fixture
+def class_folder(tmp_path: Path) -> Path:
+    """8 images with class-index masks: 0 background, 1 left half of a square, 2 right half, 9 ignored."""
+    root = tmp_path / "classes"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(8):
+        image = rng.integers(0, 80, size=(40, 40, 3), dtype=np.uint8)
+        mask = np.zeros((40, 40), np.uint8)
+        top, left = rng.integers(0, 20, size=2)
+        mask[top : top + 16, left : left + 8] = 1
+        mask[top : top + 16, left + 8 : left + 16] = 2
+        image[mask == 1] = (200, 50, 50)
+        image[mask == 2] = (50, 200, 50)
+        mask[:2] = 9
+        cv2.imwrite(str(root / "images" / f"f{index}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"f{index}.png"), mask)
+    return root
+
+
+def test_multiclass_fit_with_lovasz_softmax_logs_mean_iou(class_folder, tmp_path):
+    module = SegmentationModule(
+        **TINY_UNET,
+        num_classes=3,
+        ignore_index=9,
+        loss={"ce": {"weight": 0.5, "ignore_index": 9}, "lovasz_softmax": {"weight": 0.5, "ignore_index": 9}},
+    )
+    data = _data(class_folder, mask_mode="classes", num_classes=3, ignore_index=9)
+    trainer = _fit(module, data, tmp_path, epochs=1)
+    assert module.monitor == "val/miou"
+    assert 0 <= float(trainer.callback_metrics["val/miou"]) <= 1
+    assert list((Path(tmp_path) / "checkpoints").glob("best-*.ckpt"))
