@@ -186,12 +186,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         return save_folds(self.folds, Path(directory) / FOLDS_FILE)
 
     def _run_dir(self) -> str | None:
-        if self.run_dir is not None:
-            return self.run_dir
+        """Where this process writes ``folds.csv``: ``run_dir`` or the trainer's log dir, on rank 0 only."""
         trainer = self.trainer
-        if trainer is not None and trainer.is_global_zero:
-            return trainer.log_dir
-        return None
+        if trainer is None:
+            return self.run_dir
+        # trainer.log_dir broadcasts from rank 0, so every process must ask for it, not only rank 0
+        directory = self.run_dir if self.run_dir is not None else trainer.log_dir
+        return directory if trainer.is_global_zero else None
 
     # -- Lightning hooks ---------------------------------------------------------------------------
 
