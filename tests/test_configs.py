@@ -1,0 +1,33 @@
+"""Every shipped YAML config parses and builds its model, loss and data module (without training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ternaus_zoo.cli import build_cli
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+SEGMENTATION = {
+    "kvasir_unet11.yaml": ("kvasir-seg", 1, "binary"),
+    "membrane_unet11.yaml": ("membrane", 1, "binary"),
+    "camvid_unet11.yaml": ("camvid-val", 11, "classes"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SEGMENTATION))
+def test_segmentation_config_builds(name, data_root, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    dataset, classes, mode = SEGMENTATION[name]
+    cli = build_cli([f"--config={CONFIGS[0].parent / name}", "--model.weights=null"], run=False)
+    assert cli.model.model.info.num_classes == classes
+    assert cli.datamodule.root == data_root / dataset
+    assert cli.datamodule.mask_mode == mode
+    assert cli.datamodule.num_classes == classes  # linked from the model
+    cli.datamodule.setup("fit")
+    assert len(cli.datamodule.train_dataset) > len(cli.datamodule.val_dataset) > 0
+
+
+def test_every_segmentation_config_is_tested():
+    assert {path.name for path in CONFIGS if "unet11" in path.name} == set(SEGMENTATION)
