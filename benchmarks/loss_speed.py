@@ -17,7 +17,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from benchmarks.common import cpu_model, git_commit
 from ternaus_zoo import create_model
 from ternaus_zoo.losses import LOSSES, LovaszHingeLoss, LovaszSoftmaxLoss
 
@@ -109,21 +109,6 @@ def benchmark(
                 loss_times[task][name].extend(time_loss(loss, *inputs[task]) for _ in range(args.loss_repeats))
     medians = {task: {name: statistics.median(values) for name, values in loss_times[task].items()} for task in tasks}
     return statistics.median(model_times), medians
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    def git(*command: str) -> str:
-        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True, check=False).stdout.strip()
-
-    commit = git("rev-parse", "HEAD") or "unknown"
-    return f"{commit} (with uncommitted changes)" if git("status", "--porcelain") else commit
 
 
 def load_average() -> str:

@@ -11,6 +11,7 @@ from torchvision.models import get_model, get_model_weights
 
 from ternaus_zoo import WeightsError, create_model
 from ternaus_zoo.weights import adapt_first_conv, torchvision_cache_file
+from tests.fakes import cache_torchvision_weights
 
 # registry name -> (torchvision model whose ImageNet file it reads, prefix of the encoder in that file,
 #                   attribute path of the encoder in our model, create_model kwargs)
@@ -23,20 +24,11 @@ PRETRAINED = {
 }
 
 
-def _cache_torchvision_weights(name: str) -> dict[str, torch.Tensor]:
-    """Save a random torchvision model where torchvision's weights API looks for ImageNet weights."""
-    torch.manual_seed(0)
-    state = get_model(name, weights=None).state_dict()
-    path = torchvision_cache_file(get_model_weights(name).IMAGENET1K_V1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return state
-
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
 def test_imagenet_weights_fill_the_encoder_exactly(name):
     source, prefix, encoder_path, kwargs = PRETRAINED[name]
-    state = _cache_torchvision_weights(source)
+    state = cache_torchvision_weights(source)
     model = create_model(name, weights="imagenet", **kwargs)
     encoder_state = model.get_submodule(encoder_path).state_dict()
     compared = 0
@@ -50,7 +42,7 @@ def test_imagenet_weights_fill_the_encoder_exactly(name):
 
 
 def test_imagenet_first_conv_adapted_to_four_and_one_channels():
-    state = _cache_torchvision_weights("vgg11")
+    state = cache_torchvision_weights("vgg11")
     rgb = state["features.0.weight"]
     four = create_model("unet11", in_channels=4, weights="imagenet").encoder[0].weight.detach()
     torch.testing.assert_close(four[:, :3], rgb, rtol=0, atol=0)

@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model
 
 import ternaus_zoo.models.aux_resnet  # noqa: F401  (registers the models)
 from ternaus_zoo import create_model, get_model_info, list_models
 from ternaus_zoo.models.aux_resnet import AuxResNet
-from ternaus_zoo.weights import torchvision_cache_file
+from tests.fakes import cache_torchvision_weights
 
 NAMES = ["aux_resnet18", "aux_resnet34", "aux_resnet50"]
 ENCODERS = {"aux_resnet18": "resnet18", "aux_resnet34": "resnet34", "aux_resnet50": "resnet50"}
@@ -175,19 +175,10 @@ def test_aux_loss_on_layer3_reaches_layer3_not_layer4():
     assert layer4 is None
 
 
-def _cache_torchvision_weights(name: str) -> dict[str, torch.Tensor]:
-    """Save a random torchvision model where torchvision's weights API looks for its ImageNet weights."""
-    torch.manual_seed(0)
-    state = get_model(name, weights=None).state_dict()
-    path = torchvision_cache_file(get_model_weights(name).IMAGENET1K_V1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return state
-
 
 @pytest.mark.parametrize("name", NAMES)
 def test_imagenet_weights_fill_the_encoder_exactly(name):
-    state = _cache_torchvision_weights(ENCODERS[name])
+    state = cache_torchvision_weights(ENCODERS[name])
     model = create_model(name, num_classes=5, weights="imagenet")
     compared = 0
     for key, value in model.encoder.state_dict().items():
@@ -200,7 +191,7 @@ def test_imagenet_weights_fill_the_encoder_exactly(name):
 
 
 def test_imagenet_weights_with_four_channels_keep_rgb_and_add_their_mean():
-    state = _cache_torchvision_weights("resnet34")
+    state = cache_torchvision_weights("resnet34")
     model = create_model("aux_resnet34", in_channels=4, weights="imagenet")
     rgb = state["conv1.weight"]
     first = model.encoder.conv1.weight.detach()

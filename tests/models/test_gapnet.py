@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import get_model
 
 import ternaus_zoo.models.gapnet  # noqa: F401  (registers the models)
 from ternaus_zoo import WeightsError, create_model, get_model_info, list_models
 from ternaus_zoo.models.encoders import RESNET_WIDTHS, resnet_encoder, resnet_stages
 from ternaus_zoo.models.gapnet import VGG_CONFIGS, GAPNet, GapNetPL, vgg_features
 from ternaus_zoo.models.heads import GAPHead
-from ternaus_zoo.weights import torchvision_cache_file
+from tests.fakes import cache_torchvision_weights
 
 NAMES = ["gapnet_pl", "gapnet_resnet18", "gapnet_resnet34", "gapnet_vgg11", "gapnet_vgg16"]
 BLOCK_WIDTHS = {
@@ -203,19 +203,6 @@ def test_wrong_channels_are_named():
         GAPNet(encoder_name="densenet121")
 
 
-def _cache_torchvision_weights(name: str, keep: str = "") -> dict[str, torch.Tensor]:
-    """Save a random torchvision model where torchvision's weights API looks for its ImageNet weights.
-
-    ``keep``: save only the keys starting with it (VGG's classifier is 120M parameters the encoder
-    never reads; leaving it out keeps the file small)."""
-    torch.manual_seed(0)
-    state = {key: value for key, value in get_model(name, weights=None).state_dict().items() if key.startswith(keep)}
-    path = torchvision_cache_file(get_model_weights(name).IMAGENET1K_V1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return state
-
-
 @pytest.mark.parametrize(
     ("name", "source", "prefix"),
     [
@@ -226,7 +213,7 @@ def _cache_torchvision_weights(name: str, keep: str = "") -> dict[str, torch.Ten
 )
 @pytest.mark.parametrize("in_channels", [3, 4])
 def test_imagenet_weights_fill_the_encoder_exactly(name, source, prefix, in_channels):
-    state = _cache_torchvision_weights(source, keep=prefix)
+    state = cache_torchvision_weights(source, keep=prefix)
     model = create_model(name, num_classes=2, in_channels=in_channels, weights="imagenet")
     first_conv = "0.weight" if prefix else "conv1.weight"
     compared = 0
