@@ -2,7 +2,8 @@
 discriminative rates and an encoder freeze, and per-step cyclic schedules.
 
 The hyperparameters hold the registry name and its kwargs, so a checkpoint rebuilds its model alone
-(``SegmentationModule.load_from_checkpoint(path)`` or :func:`ternaus_zoo.training.load_model`).
+(``SegmentationModule.load_from_checkpoint(path)``, or the plain model with
+:func:`ternaus_zoo.inference.model_from_checkpoint`).
 """
 
 from __future__ import annotations
