@@ -12,6 +12,16 @@ from ternaus_zoo.inference.ensemble import (
     refresh_batchnorm,
 )
 from ternaus_zoo.inference.export import export_onnx, export_torchscript
+from ternaus_zoo.inference.predict import (
+    TTA_CHOICES,
+    FolderPredictor,
+    PredictionSpec,
+    build_predictor,
+    load_predictor,
+    predict_folder,
+    prediction_spec,
+    read_manifest,
+)
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor, blend_weights, blend_window
 from ternaus_zoo.inference.tta import D4, TTA, GeometricTransform
 from ternaus_zoo.inference.writer import MaskWriter, probabilities_to_mask
@@ -19,17 +29,25 @@ from ternaus_zoo.inference.writer import MaskWriter, probabilities_to_mask
 __all__ = [
     "D4",
     "TTA",
+    "TTA_CHOICES",
     "Ensemble",
+    "FolderPredictor",
     "GeometricTransform",
     "MaskWriter",
+    "PredictionSpec",
     "SlidingWindowPredictor",
     "average_checkpoints",
     "blend_weights",
     "blend_window",
+    "build_predictor",
     "export_onnx",
     "export_torchscript",
+    "load_predictor",
     "model_from_averaged_checkpoints",
     "model_from_checkpoint",
+    "predict_folder",
+    "prediction_spec",
     "probabilities_to_mask",
+    "read_manifest",
     "refresh_batchnorm",
 ]

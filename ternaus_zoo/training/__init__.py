@@ -1,6 +1,29 @@
-"""Lightning training: the segmentation module and the per-step learning-rate schedules."""
+"""Lightning training: the segmentation module, per-step learning-rate schedules, snapshots and bagging."""
 
+from ternaus_zoo.training.bagging import (
+    BootstrapSample,
+    FoldRun,
+    OutOfFoldWriter,
+    assemble,
+    fold_logger_config,
+    train_bag,
+    train_fold,
+)
+from ternaus_zoo.training.callbacks import CycleSnapshots
 from ternaus_zoo.training.module import SegmentationModule
 from ternaus_zoo.training.schedules import SCHEDULES, StepCyclicRates, build_scheduler
 
-__all__ = ["SCHEDULES", "SegmentationModule", "StepCyclicRates", "build_scheduler"]
+__all__ = [
+    "SCHEDULES",
+    "BootstrapSample",
+    "CycleSnapshots",
+    "FoldRun",
+    "OutOfFoldWriter",
+    "SegmentationModule",
+    "StepCyclicRates",
+    "assemble",
+    "build_scheduler",
+    "fold_logger_config",
+    "train_bag",
+    "train_fold",
+]

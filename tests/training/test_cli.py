@@ -7,11 +7,14 @@ import csv
 from pathlib import Path
 
 import cv2
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 import yaml
 
-from ternaus_zoo.cli import main
+from ternaus_zoo.cli import _takes_predict_ensemble, main
+from ternaus_zoo.inference.predict import load_predictor, prediction_spec
 from ternaus_zoo.training import SegmentationModule
 
 TINY = [
@@ -92,7 +95,7 @@ def test_lr_find(shapes_folder, tmp_path, monkeypatch, capsys):
 def test_help_lists_every_command(capsys):
     main([])
     text = capsys.readouterr().out
-    for command in ("fit", "validate", "test", "predict", "lr-find", "demo"):
+    for command in ("fit", "validate", "test", "predict", "lr-find", "bag", "export", "demo"):
         assert command in text
 
 
@@ -101,3 +104,42 @@ def test_demo_trains_and_draws(tmp_path, capsys):
     main(["demo", f"--output_dir={tmp_path}", "--max_steps=3"])
     assert "held-out IoU" in capsys.readouterr().out
     assert (tmp_path / "predictions.png").stat().st_size > 1000
+
+
+def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes_folder, tmp_path, monkeypatch):
+    """The bagging workflow end to end: a 2-fold bag, its ensemble with D4 TTA predicted in tiles, and
+    exported to ONNX, whose output matches PyTorch's (onnxruntime)."""
+    monkeypatch.chdir(tmp_path)
+    bag_dir = tmp_path / "bag"
+    main(
+        ["bag", "--folds=2", f"--bag_dir={bag_dir}", f"--data.dataset={shapes_folder}", "--trainer.max_epochs=1", *TINY]
+    )
+    manifest = bag_dir / "manifest.json"
+    assert manifest.is_file()
+
+    output = tmp_path / "masks"
+    arguments = ["--tta=d4", "--tile_size=16", "--tile_overlap=0.5", f"--writer.output_dir={output}"]
+    main(["predict", f"--manifest={manifest}", f"--data.predict_dir={shapes_folder / 'images'}", *arguments])
+    for image_path in sorted((shapes_folder / "images").iterdir()):
+        mask = cv2.imread(str(output / f"{image_path.stem}.png"), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == cv2.imread(str(image_path)).shape[:2]
+        assert set(mask.ravel().tolist()) <= {0, 255}
+
+    onnx_path = tmp_path / "bag.onnx"
+    main(["export", f"--manifest={manifest}", "--tta=d4", "--format=onnx", "--tile_size=32", f"--output={onnx_path}"])
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tiles = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    (found,) = session.run(None, {session.get_inputs()[0].name: tiles.numpy()})
+    with torch.no_grad():
+        expected = load_predictor(prediction_spec(manifest=manifest), tta="d4")(tiles)
+    assert found.shape == (3, 1, 32, 32)
+    np.testing.assert_allclose(found, expected.numpy(), atol=1e-4)
+    assert found.min() >= 0 and found.max() <= 1  # probabilities of the averaged ensemble
+
+
+def test_predict_routes_plain_checkpoint_calls_to_lightning():
+    assert not _takes_predict_ensemble(["--ckpt_path=a.ckpt", "--data.dataset=x", "--writer.output_dir=o"])
+    assert _takes_predict_ensemble(["--ckpt_path=a.ckpt", "--tta", "d4"])
+    assert _takes_predict_ensemble(["--manifest=m.json"])
+    assert _takes_predict_ensemble(["--ckpt_path=a.ckpt", "--tile_size=512"])
+    assert _takes_predict_ensemble(["--ckpt_path=a.ckpt", "--ckpt_path=b.ckpt"])

@@ -1,0 +1,264 @@
+"""Predict a folder of images with one checkpoint, several, or a bagging manifest, with TTA and tiling.
+
+``ternaus-zoo predict --manifest runs/bag/X/manifest.json --tta d4 --tile_size 256 --data.predict_dir=IN
+--writer.output_dir=OUT`` goes through here (``ternaus-zoo predict --ckpt_path X`` without these options
+stays LightningCLI's). The chain, for every image:
+
+1. read, resize so that the longest side is ``val_size`` (the training's evaluation size, from the
+   checkpoint's data module or the manifest's config; ``None`` keeps the resolution) and normalise
+   with the model's statistics (:func:`ternaus_zoo.data.transforms.val_transforms`);
+2. predict probabilities with :func:`build_predictor`: ``TTA(Ensemble(models, activation), tta)``,
+   the ensemble averaging probabilities (or their normalised geometric mean) and the TTA averaging
+   those over the augmentations; with ``tile_size`` the image is cut into overlapping tiles
+   (:class:`~ternaus_zoo.inference.tiling.SlidingWindowPredictor`, Gaussian blending);
+3. resize the probabilities back to the file's size and write ``<name>.png`` (0/255 at ``threshold``,
+   or class indices) and optionally ``<name>.npy`` with :class:`~ternaus_zoo.inference.writer.MaskWriter`.
+
+Manifest (written by ``ternaus-zoo bag``, JSON): ``checkpoints`` and ``last_checkpoints`` (paths
+relative to the manifest's folder), ``threshold``, ``thresholds.oof_best`` and ``config.data.val_size``
+are read here; the rest is described in :mod:`ternaus_zoo.training.bagging`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from ternaus_zoo.data.datasets import ImageFolderDataset
+from ternaus_zoo.data.transforms import restore_original_size, val_transforms, valid_size
+from ternaus_zoo.inference.ensemble import Ensemble, Reduction, _load_container, model_from_checkpoint
+from ternaus_zoo.inference.tiling import SlidingWindowPredictor
+from ternaus_zoo.inference.tta import GEOMETRIC_SETS, TTA, Activation
+from ternaus_zoo.inference.writer import MaskWriter
+
+PathLike = str | os.PathLike
+TTA_CHOICES = ("none", *[name for name in GEOMETRIC_SETS if name not in ("identity", "scales")])
+Which = Literal["best", "last"]
+
+
+@dataclass
+class PredictionSpec:
+    """What a set of checkpoints says about predicting with them.
+
+    Attributes:
+        checkpoints: the checkpoint files.
+        threshold: foreground threshold (the module's, or the manifest's).
+        oof_threshold: the manifest's OOF-tuned threshold, if any.
+        val_size: longest side the images are resized to (the training's evaluation size), or ``None``.
+        in_channels: input channels of the models.
+        num_classes: output channels; ``1`` means sigmoid, more softmax.
+    """
+
+    checkpoints: list[Path]
+    threshold: float = 0.5
+    oof_threshold: float | None = None
+    val_size: int | None = None
+    in_channels: int = 3
+    num_classes: int = 1
+
+    @property
+    def activation(self) -> Activation:
+        return "sigmoid" if self.num_classes == 1 else "softmax"
+
+
+def read_manifest(path: PathLike) -> dict[str, Any]:
+    """A bagging manifest with its checkpoint paths made absolute (relative ones are relative to its folder)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} does not exist (ternaus-zoo bag ... writes <bag_dir>/manifest.json)")
+    manifest = json.loads(path.read_text())
+    if "checkpoints" not in manifest:
+        raise ValueError(f"{path} is not a bagging manifest: it has no 'checkpoints' (keys: {sorted(manifest)})")
+    for key in ("checkpoints", "last_checkpoints"):
+        manifest[key] = [str(path.parent / item) if item is not None else None for item in manifest.get(key, [])]
+    return manifest
+
+
+def prediction_spec(
+    checkpoints: Sequence[PathLike] = (), manifest: PathLike | None = None, which: Which = "best"
+) -> PredictionSpec:
+    """Checkpoints and settings from explicit checkpoint paths and/or a manifest.
+
+    ``val_size``, ``in_channels`` and ``num_classes`` are read from the first checkpoint (its module
+    and data module hyperparameters), the thresholds from the manifest when there is one.
+    """
+    paths = [Path(path) for path in checkpoints]
+    threshold: float | None = None
+    oof_threshold = val_size = None
+    if manifest is not None:
+        content = read_manifest(manifest)
+        chosen = content["checkpoints"] if which == "best" else content["last_checkpoints"]
+        if any(item is None for item in chosen):
+            raise ValueError(f"{manifest}: some folds have no {which} checkpoint")
+        paths += [Path(item) for item in chosen]
+        threshold = content.get("threshold")
+        oof_threshold = (content.get("thresholds") or {}).get("oof_best")
+        val_size = ((content.get("config") or {}).get("data") or {}).get("val_size")
+    if not paths:
+        raise ValueError("nothing to predict with: give a checkpoint (--ckpt_path) or a manifest (--manifest)")
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoints not found: {missing}")
+    first = _load_container(paths[0])
+    hyper_parameters = first.get("hyper_parameters", {}) if isinstance(first, Mapping) else {}
+    data_parameters = first.get("datamodule_hyper_parameters", {}) if isinstance(first, Mapping) else {}
+    if val_size is None:
+        val_size = data_parameters.get("val_size")
+    return PredictionSpec(
+        checkpoints=paths,
+        threshold=float(threshold if threshold is not None else hyper_parameters.get("threshold", 0.5)),
+        oof_threshold=oof_threshold,
+        val_size=val_size,
+        in_channels=int(hyper_parameters.get("in_channels", 3)),
+        num_classes=int(hyper_parameters.get("num_classes", 1)),
+    )
+
+
+def build_predictor(
+    models: Sequence[nn.Module],
+    tta: str = "none",
+    activation: Activation = "sigmoid",
+    reduction: Reduction = "mean",
+) -> nn.Module:
+    """One ``nn.Module`` over several models: ``(B, C_in, H, W)`` normalised images to ``(B, K, H, W)``.
+
+    ``TTA(Ensemble(models, reduction, activation), tta, activation=None)``: with an ``activation`` the
+    output is probabilities (the ensemble averages the models' probabilities, the TTA averages those);
+    with ``activation=None`` it is logits (mean logits of the models, averaged over the augmentations),
+    for wrappers that apply the activation themselves. ``tta``: one of :data:`TTA_CHOICES`. The module
+    keeps ``info`` (for tiling and export sizes) and is in eval mode.
+    """
+    if tta not in TTA_CHOICES:
+        raise ValueError(f"unknown tta {tta!r}; choose one of {TTA_CHOICES}")
+    model: nn.Module = Ensemble(list(models), reduction=reduction, activation=activation)
+    if tta != "none":
+        model = TTA(model, tta, activation=None)
+    return model.eval()
+
+
+def load_predictor(
+    spec: PredictionSpec, tta: str = "none", reduction: Reduction = "mean", probabilities: bool = True
+) -> nn.Module:
+    """:func:`build_predictor` over the models rebuilt from ``spec.checkpoints`` (probabilities out, or logits)."""
+    models = [model_from_checkpoint(path) for path in spec.checkpoints]
+    return build_predictor(models, tta, spec.activation if probabilities else None, reduction)
+
+
+class FolderPredictor(pl.LightningModule):
+    """A prediction step around any module returning probabilities, with optional tiling.
+
+    Args:
+        model: ``(B, C, H, W)`` normalised images to ``(B, K, H, W)`` probabilities (:func:`build_predictor`).
+        val_size: the evaluation size the batches were resized to (``val_transforms``), ``None`` for none.
+        tile_size: predict in ``tile_size`` tiles (a multiple of the model's ``size_multiple``); ``None``:
+            the whole (resized) image at once.
+        tile_overlap: fraction of a tile shared with its neighbour.
+        tile_batch_size: tiles per forward pass.
+
+    ``predict_step`` takes batches of ``ImageFolderDataset(..., val_transforms(info, val_size))`` and
+    returns ``{"name": [...], "probabilities": [(K, H, W) float32 at each file's size]}`` for ``MaskWriter``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        val_size: int | None = None,
+        tile_size: int | None = None,
+        tile_overlap: float = 0.25,
+        tile_batch_size: int = 4,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.val_size = val_size
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
+        self.tile_batch_size = tile_batch_size
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def predict_image(self, image: Tensor) -> Tensor:
+        """``(C, h, w)`` normalised image (no padding) to ``(K, h, w)`` float32 probabilities on the CPU."""
+        if self.tile_size is None:
+            return self.model(image[None])[0].float().cpu()
+        tiler = SlidingWindowPredictor(
+            self.model,
+            tile_size=self.tile_size,
+            overlap=self.tile_overlap,
+            batch_size=self.tile_batch_size,
+            device=self.device,
+            progress=False,
+        )
+        return tiler(image).float()
+
+    def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
+        outputs = []
+        for image, size in zip(batch["image"], batch["original_size"], strict=True):
+            original = tuple(int(side) for side in size.tolist())
+            height, width = valid_size(original, self.val_size)
+            probabilities = self.predict_image(image[:, :height, :width])  # the padding cropped away
+            outputs.append(restore_original_size(probabilities, original, self.val_size))
+        return {"name": batch["name"], "probabilities": outputs}
+
+
+def predict_folder(
+    model: nn.Module,
+    input_dir: PathLike,
+    output_dir: PathLike,
+    *,
+    val_size: int | None = None,
+    in_channels: int | None = None,
+    threshold: float = 0.5,
+    save_probabilities: bool = False,
+    tile_size: int | None = None,
+    tile_overlap: float = 0.25,
+    tile_batch_size: int = 4,
+    accelerator: str = "auto",
+    num_workers: int = 0,
+    progress: bool = False,
+) -> list[Path]:
+    """Write ``<output_dir>/<stem>.png`` (and ``.npy`` probabilities) for every image of ``input_dir``.
+
+    Args:
+        model: probabilities out (:func:`build_predictor`), with ``info`` (statistics, ``size_multiple``).
+        input_dir: a folder of images (any OpenCV format).
+        output_dir: where the masks go (created).
+        val_size: resize the longest side to this before predicting (``None``: full resolution).
+        in_channels: convert the images to this many channels (default: the file's).
+        threshold: foreground threshold of single-channel outputs.
+        save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
+        tile_size, tile_overlap, tile_batch_size: see :class:`FolderPredictor`.
+        accelerator: Lightning's (``"cpu"``, ``"gpu"``, ``"auto"``); one device.
+        num_workers: loader processes.
+        progress: Lightning's progress bar.
+
+    Returns:
+        The mask files written, sorted.
+    """
+    info = getattr(model, "info", None)
+    if info is None:
+        raise ValueError(f"{type(model).__name__} has no `info` (ModelInfo): wrap zoo models (build_predictor)")
+    info = info.for_channels(in_channels or info.in_channels)
+    dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    writer = MaskWriter(str(output_dir), threshold=threshold, save_probabilities=save_probabilities)
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+    )
+    module = FolderPredictor(model, val_size, tile_size, tile_overlap, tile_batch_size)
+    trainer.predict(module, dataloaders=loader, return_predictions=False)
+    return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)
