@@ -40,5 +40,10 @@ setup(
         ],
         "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel", "pandas"],
     },
-    entry_points={"console_scripts": ["ternaus-zoo=ternaus_zoo.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "ternaus-zoo=ternaus_zoo.cli:main",
+            "ternaus-zoo-cls=ternaus_zoo.cli_classification:main",
+        ]
+    },
 )

@@ -5,6 +5,7 @@ cut deterministic splits; ``train_transforms``/``val_transforms`` build albument
 from a model's ``ModelInfo``; ``SegmentationDataModule`` ties them together for Lightning.
 """
 
+from ternaus_zoo.data.aux_targets import class_mask_to_targets, downsample_targets, labels_from_mask, labels_to_targets
 from ternaus_zoo.data.datamodule import SegmentationDataModule
 from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset, worker_init_fn
 from ternaus_zoo.data.folds import (
@@ -16,6 +17,8 @@ from ternaus_zoo.data.folds import (
     save_folds,
 )
 from ternaus_zoo.data.io import DataError, list_images, read_binary_mask, read_class_mask, read_image, to_float
+from ternaus_zoo.data.multilabel import ClassificationDataModule, MaskLabelDataset, MultiLabelDataset, read_label_csv
+from ternaus_zoo.data.shapes import ShapesDataset, draw_shapes
 from ternaus_zoo.data.transforms import (
     build_transforms,
     restore_original_size,
@@ -26,19 +29,29 @@ from ternaus_zoo.data.transforms import (
 
 __all__ = [
     "HOLDOUT",
+    "ClassificationDataModule",
     "DataError",
     "ImageFolderDataset",
+    "MaskLabelDataset",
+    "MultiLabelDataset",
     "SegmentationDataModule",
     "SegmentationDataset",
+    "ShapesDataset",
     "build_transforms",
+    "class_mask_to_targets",
     "contiguous_groups",
+    "downsample_targets",
+    "draw_shapes",
     "holdout_split",
+    "labels_from_mask",
+    "labels_to_targets",
     "list_images",
     "load_folds",
     "make_folds",
     "read_binary_mask",
     "read_class_mask",
     "read_image",
+    "read_label_csv",
     "restore_original_size",
     "save_folds",
     "to_float",

@@ -10,12 +10,16 @@ from ternaus_zoo.training.bagging import (
     train_fold,
 )
 from ternaus_zoo.training.callbacks import CycleSnapshots
+from ternaus_zoo.training.classification import ClassificationModule
+from ternaus_zoo.training.mixing import BatchMixer, cutmix, mixup
 from ternaus_zoo.training.module import SegmentationModule
 from ternaus_zoo.training.schedules import SCHEDULES, StepCyclicRates, build_scheduler
 
 __all__ = [
     "SCHEDULES",
+    "BatchMixer",
     "BootstrapSample",
+    "ClassificationModule",
     "CycleSnapshots",
     "FoldRun",
     "OutOfFoldWriter",
@@ -23,7 +27,9 @@ __all__ = [
     "StepCyclicRates",
     "assemble",
     "build_scheduler",
+    "cutmix",
     "fold_logger_config",
+    "mixup",
     "train_bag",
     "train_fold",
 ]
