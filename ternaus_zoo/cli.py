@@ -59,20 +59,28 @@ TRAINER_DEFAULTS = {
 class ZooCLI(LightningCLI):
     """LightningCLI with the data module told which model it feeds, and a mask writer for ``predict``."""
 
+    linked: tuple[str, ...] = ("in_channels", "num_classes", "ignore_index")
+    writer_class: type = MaskWriter
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("model.model", "data.model_name")
-        parser.link_arguments("model.in_channels", "data.in_channels")
-        parser.link_arguments("model.num_classes", "data.num_classes")
-        parser.link_arguments("model.ignore_index", "data.ignore_index")
-        parser.add_lightning_class_args(MaskWriter, "writer")
+        for name in self.linked:
+            parser.link_arguments(f"model.{name}", f"data.{name}")
+        parser.add_lightning_class_args(self.writer_class, "writer")
         parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
 
 
-def build_cli(args: Sequence[str], run: bool = True) -> ZooCLI:
-    """The LightningCLI over our module and data module; ``run=False`` only parses and instantiates."""
-    return ZooCLI(
-        SegmentationModule,
-        SegmentationDataModule,
+def build_cli(
+    args: Sequence[str],
+    run: bool = True,
+    cli_class: type[ZooCLI] = ZooCLI,
+    model_class: type = SegmentationModule,
+    datamodule_class: type = SegmentationDataModule,
+) -> ZooCLI:
+    """The LightningCLI over a module and a data module; ``run=False`` only parses and instantiates."""
+    return cli_class(
+        model_class,
+        datamodule_class,
         args=list(args),
         run=run,
         save_config_kwargs={"overwrite": True},

@@ -16,9 +16,8 @@ from typing import Any
 
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from ternaus_zoo.cli import TRAINER_DEFAULTS
+from ternaus_zoo.cli import ZooCLI, build_cli
 from ternaus_zoo.data.multilabel import ClassificationDataModule
 from ternaus_zoo.training.classification import ClassificationModule
 
@@ -90,27 +89,16 @@ class LabelWriter(BasePredictionWriter):
                 writer.writerow([name, *(f"{value:.{self.digits}f}" for value in probs), *map(int, predicted)])
 
 
-class ClassificationCLI(LightningCLI):
-    """LightningCLI with the data module told which model it feeds, and a :class:`LabelWriter` for ``predict``."""
+class ClassificationCLI(ZooCLI):
+    """:class:`ternaus_zoo.cli.ZooCLI` over the classification module, with a :class:`LabelWriter` for ``predict``."""
 
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.model", "data.model_name")
-        parser.link_arguments("model.in_channels", "data.in_channels")
-        parser.link_arguments("model.num_classes", "data.num_classes")
-        parser.add_lightning_class_args(LabelWriter, "writer")
-        parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
+    linked = ("in_channels", "num_classes")
+    writer_class = LabelWriter
 
 
 def build_classification_cli(args: Sequence[str], run: bool = True) -> ClassificationCLI:
     """The LightningCLI over the classification module and data module; ``run=False`` only parses and builds."""
-    return ClassificationCLI(
-        ClassificationModule,
-        ClassificationDataModule,
-        args=list(args),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-    )
+    return build_cli(args, run, ClassificationCLI, ClassificationModule, ClassificationDataModule)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
