@@ -54,7 +54,18 @@ def _image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(to_float(image).transpose(2, 0, 1)))
 
 
-class _FolderDataset(Dataset):
+class TransformedDataset(Dataset):
+    """A dataset with an albumentations ``transform`` that :func:`worker_init_fn` reseeds per worker."""
+
+    transform: Transform | None
+
+    def reseed(self, seed: int) -> None:
+        """Reseed the transform's own random state (albumentations 2 ignores the global seeds)."""
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed % 2**32)
+
+
+class _FolderDataset(TransformedDataset):
     """Images of one folder by stem, optionally restricted to ``stems``; shared by both datasets."""
 
     def __init__(
@@ -104,11 +115,6 @@ class _FolderDataset(Dataset):
         sample["name"] = stem
         sample["original_size"] = original_size
         return sample
-
-    def reseed(self, seed: int) -> None:
-        """Reseed the transform's own random state (albumentations 2 ignores the global seeds)."""
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed % 2**32)
 
 
 class ImageFolderDataset(_FolderDataset):

@@ -38,7 +38,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.aux_targets import class_mask_to_targets, labels_from_mask
 from ternaus_zoo.data.datamodule import DATA_VARIABLE, SegmentationDataModule
-from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset, Transform, _image_tensor
+from ternaus_zoo.data.datasets import (
+    ImageFolderDataset,
+    SegmentationDataset,
+    Transform,
+    TransformedDataset,
+    _image_tensor,
+)
 from ternaus_zoo.data.io import DataError, PathLike, format_examples, list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
 from ternaus_zoo.registry import ModelInfo, get_model_info
@@ -109,7 +115,7 @@ def read_label_csv(
     return names, list(label_columns), labels
 
 
-class MultiLabelDataset(Dataset):
+class MultiLabelDataset(TransformedDataset):
     """Images of one folder with the labels of a CSV (see :func:`read_label_csv`).
 
     A name of the CSV is a file of ``images_dir`` (``"12.jpg"``); a name without an extension is matched to
@@ -200,11 +206,6 @@ class MultiLabelDataset(Dataset):
         part.names = self._restrict(names)
         return part
 
-    def reseed(self, seed: int) -> None:
-        """Reseed the transform's own random state (albumentations 2 ignores the global seeds)."""
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed % 2**32)
-
     def __len__(self) -> int:
         return len(self.names)
 
@@ -220,7 +221,7 @@ class MultiLabelDataset(Dataset):
         }
 
 
-class MaskLabelDataset(Dataset):
+class MaskLabelDataset(TransformedDataset):
     """Image-level labels and auxiliary targets derived from class-index segmentation masks.
 
     Class ``c`` is present in an image when its pixels cover at least ``min_fraction`` of the file's
@@ -300,10 +301,6 @@ class MaskLabelDataset(Dataset):
         part.transform = transform
         part.aux = self.aux if aux is None else aux
         return part
-
-    def reseed(self, seed: int) -> None:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed % 2**32)
 
     def __len__(self) -> int:
         return len(self.names)
