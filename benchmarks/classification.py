@@ -23,6 +23,7 @@ fit that was cut off resumes from its ``last.ckpt``. The Markdown is rewritten a
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, environment, markdown_table
+from benchmarks.common import RESULTS, environment, git_commit, markdown_table
 from ternaus_zoo.cli_classification import main as cli
 from ternaus_zoo.data import contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
@@ -261,6 +262,8 @@ def run_row(row: Row) -> dict:
     else:
         result = train(row, folds)
     result["wall_minutes"] = (time.perf_counter() - started) / 60
+    result["finished"] = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M}"
+    result["commit"] = git_commit()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     return result
@@ -268,7 +271,9 @@ def run_row(row: Row) -> dict:
 
 def positives(dataset: str, labels: list[str], results: dict[str, dict]) -> str:
     """The test split's positives per label, from the trivial row."""
-    trivial_row = next((results[row.name] for row in ROWS if row.dataset == dataset and row.epochs == 0), None)
+    trivial_row = next(
+        (results[row.name] for row in ROWS if row.dataset == dataset and row.epochs == 0 and row.name in results), None
+    )
     if trivial_row is None or "test_positives" not in trivial_row:
         return ""
     counts = ", ".join(f"{label} {count}" for label, count in zip(labels, trivial_row["test_positives"], strict=True))
@@ -323,6 +328,28 @@ def describe_split(results: dict[str, dict], prefix: str) -> str | None:
     return None if split is None else "; ".join(f"{name} {text}" for name, text in split.items())
 
 
+def runs_table(results: dict[str, dict]) -> str:
+    """When, at which commit and how long each row ran (its own record: rows may come from several invocations)."""
+    rows = []
+    for row in ROWS:
+        if row.name in results:
+            result = results[row.name]
+            seed = next((option.split("=")[1] for option in row.options if option.startswith("--seed_everything")), "0")
+            steps = f"{result['steps']} (best ckpt)" if "steps" in result else "-"
+            rows.append(
+                (
+                    row.name,
+                    result.get("finished", "?"),
+                    result.get("commit", "?"),
+                    seed if row.epochs else "-",
+                    row.epochs or "-",
+                    steps,
+                    f"{result['wall_minutes']:.1f}",
+                )
+            )
+    return markdown_table(["row", "finished (UTC)", "commit", "seed", "epochs", "steps", "wall min"], rows)
+
+
 def write(results: dict[str, dict]) -> None:
     miml, camvid = describe_split(results, "miml"), describe_split(results, "camvid")
     # run as `python -m benchmarks.classification`: say so rather than the script's path
@@ -362,6 +389,11 @@ def write(results: dict[str, dict]) -> None:
         "the first to reach the best tuned validation F1 (20 frames: ties are common).",
         positives("camvid-val", CAMVID_LABELS, results),
         table("camvid-val", CAMVID_LABELS, results) if camvid else "(not run yet)",
+        "## Runs",
+        "Wall times include validation every epoch and the final scoring. Another CPU-heavy benchmark shared the "
+        "machine during most rows (load average about 5 on 2 cores); it ended before the last CamVid rows, which "
+        "is why they ran several times faster: compare times only between neighbouring rows.",
+        runs_table(results),
     ]
     RESULTS.mkdir(exist_ok=True)
     OUTPUT.write_text("\n\n".join(parts) + "\n")
