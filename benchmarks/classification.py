@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import RESULTS, environment, git_commit, markdown_table
+from benchmarks.common import CAMVID_LABELS, RESULTS, environment, git_commit, markdown_table
 from ternaus_zoo.cli_classification import main as cli
 from ternaus_zoo.data import contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
@@ -47,19 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "benchmarks" / "classification"
 OUTPUT = RESULTS / "classification.md"
 MIML_LABELS = ["desert", "mountains", "sea", "sunset", "trees"]
-CAMVID_LABELS = [
-    "sky",
-    "building",
-    "pole",
-    "road",
-    "pavement",
-    "tree",
-    "sign",
-    "fence",
-    "car",
-    "pedestrian",
-    "bicyclist",
-]
 
 
 @dataclass(frozen=True)

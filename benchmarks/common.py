@@ -20,6 +20,8 @@ from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
 from ternaus_zoo.registry import ModelInfo
 
 RESULTS = Path(__file__).with_name("results")
+# CamVid class indices 0..10 in SegNet order (11 = void), as ../shared/data/README.md lists them
+CAMVID_LABELS = "sky building pole road pavement tree sign fence car pedestrian bicyclist".split()  # noqa: SIM905
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "albumentations", "numpy")
 
 

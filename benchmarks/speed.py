@@ -3,6 +3,8 @@
     python -m benchmarks.speed                       # float32, contiguous
     python -m benchmarks.speed --channels_last       # the same in channels_last
     python -m benchmarks.speed --bf16                # CPU autocast to bfloat16
+    python -m benchmarks.speed --options             # each zoo model: default vs channels_last / bf16 / compile
+    python -m benchmarks.speed --loading             # Kvasir training pipeline with 0, 1, 2 workers vs UNet11
 
 Both sides of a pair run in one process, alternating zoo / smp step by step, with the same options,
 so the ratio holds on a noisy machine; FLOPs are counted by ``torch.utils.flop_counter`` the same way
@@ -67,6 +69,8 @@ class Runner:
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.autocast = options.bf16
+        # FLOPs are counted on the eager module; the compiled one does the same arithmetic
+        self.forward = torch.compile(self.model) if options.compile else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.train_images = torch.randn(options.batch, 3, options.size, options.size).to(
             memory_format=self.memory_format
@@ -86,7 +90,7 @@ class Runner:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._context():
-            logits = self.model(self.train_images)
+            logits = self.forward(self.train_images)
         nn.functional.binary_cross_entropy_with_logits(logits.float(), self.targets).backward()
         self.optimizer.step()
 
@@ -94,13 +98,14 @@ class Runner:
     def _infer_once(self) -> None:
         self.model.eval()
         with self._context():
-            self.model(self.infer_image)
+            self.forward(self.infer_image)
 
-    @staticmethod
-    def _count(step: Callable[[], None]) -> int:
+    def _count(self, step: Callable[[], None]) -> int:
+        forward, self.forward = self.forward, self.model
         counter = FlopCounterMode(display=False)
         with counter:
             step()
+        self.forward = forward
         return counter.get_total_flops()
 
     @staticmethod
@@ -116,52 +121,55 @@ class Runner:
         return self._time(self._infer_once)
 
 
-def measure_pair(zoo: Runner, smp: Runner, repeats: int) -> dict[str, dict[str, float]]:
-    """Alternate zoo and smp steps; medians of ``repeats`` after one warm-up each."""
-    times: dict[str, dict[str, list[float]]] = {side: {"train": [], "infer": []} for side in ("zoo", "smp")}
+def measure(runners: dict[str, Runner], repeats: int) -> dict[str, dict[str, float]]:
+    """Alternate the runners step by step; medians of ``repeats`` after one warm-up each (which compiles)."""
+    times: dict[str, dict[str, list[float]]] = {label: {"train": [], "infer": []} for label in runners}
     peaks = {}
-    for side, runner in (("zoo", zoo), ("smp", smp)):
+    for label, runner in runners.items():
         peak_rss_reset()
         runner.train_step()
         runner.infer()
-        peaks[side] = peak_rss_mb()
+        peaks[label] = peak_rss_mb()
     for _ in range(repeats):
-        for side, runner in (("zoo", zoo), ("smp", smp)):
-            times[side]["train"].append(runner.train_step())
-            times[side]["infer"].append(runner.infer())
+        for label, runner in runners.items():
+            times[label]["train"].append(runner.train_step())
+            times[label]["infer"].append(runner.infer())
     result = {}
-    for side, runner in (("zoo", zoo), ("smp", smp)):
-        train = statistics.median(times[side]["train"])
-        infer = statistics.median(times[side]["infer"])
-        result[side] = {
+    for label, runner in runners.items():
+        train = statistics.median(times[label]["train"])
+        infer = statistics.median(times[label]["infer"])
+        result[label] = {
             "train_ips": len(runner.train_images) / train,
             "infer_ips": 1 / infer,
             "train_gflops": runner.train_flops * len(runner.train_images) / train / 1e9,
             "infer_gflops": runner.infer_flops / infer / 1e9,
             "train_gflop_per_image": runner.train_flops / 1e9,
-            "peak_mb": peaks[side],
+            "peak_mb": peaks[label],
         }
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--infer_size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--channels_last", action="store_true")
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--pairs", nargs="*", help="zoo names to run (default: all)")
-    options = parser.parse_args()
-    torch.manual_seed(0)
-    ceiling = matmul_gflops()
+OPTIONS = {
+    "channels_last": {"channels_last": True},
+    "bf16": {"bf16": True},
+    "channels_last + bf16": {"channels_last": True, "bf16": True},
+    "compile": {"compile": True},
+}
+
+
+def with_flags(options: argparse.Namespace, **flags: bool) -> argparse.Namespace:
+    base = {"channels_last": False, "bf16": False, "compile": False}
+    return argparse.Namespace(**{**vars(options), **base, **flags})
+
+
+def pairs_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str], list[tuple]]:
+    """Zoo model vs smp twin with the same options."""
     rows = []
     for zoo_name, zoo_kwargs, smp_name, smp_kwargs in PAIRS:
         if options.pairs and zoo_name not in options.pairs:
             continue
         zoo, smp = Runner(zoo_name, zoo_kwargs, options), Runner(smp_name, smp_kwargs, options)
-        result = measure_pair(zoo, smp, options.repeats)
+        result = measure({"zoo": zoo, "smp": smp}, options.repeats)
         z, s = result["zoo"], result["smp"]
         rows.append(
             (
@@ -179,7 +187,6 @@ def main() -> None:
             )
         )
         print(rows[-1], flush=True)
-    suffix = "".join(f"_{flag}" for flag in ("channels_last", "bf16") if getattr(options, flag))
     header = [
         "zoo / smp",
         "train GFLOP/s ratio",
@@ -193,15 +200,109 @@ def main() -> None:
         "params (M)",
         "peak RSS (MB)",
     ]
+    return header, rows
+
+
+def options_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str], list[tuple]]:
+    """Each model with each option against itself with none, alternated."""
+    rows = []
+    names = [(zoo, kwargs) for zoo, kwargs, _, _ in PAIRS] + [(smp, kwargs) for _, _, smp, kwargs in PAIRS]
+    for name, kwargs in names:
+        if options.pairs and name not in options.pairs:
+            continue
+        runners = {"default": Runner(name, kwargs, with_flags(options))}
+        runners |= {label: Runner(name, kwargs, with_flags(options, **flags)) for label, flags in OPTIONS.items()}
+        result = measure(runners, options.repeats)
+        base = result["default"]
+        for label in OPTIONS:
+            r = result[label]
+            rows.append(
+                (
+                    runners["default"].name,
+                    label,
+                    r["train_ips"] / base["train_ips"],
+                    r["infer_ips"] / base["infer_ips"],
+                    f"{r['train_ips']:.2f} / {base['train_ips']:.2f}",
+                    f"{r['infer_ips']:.2f} / {base['infer_ips']:.2f}",
+                    f"{r['train_gflops'] / ceiling:.0%} / {base['train_gflops'] / ceiling:.0%}",
+                    f"{r['peak_mb']:.0f} / {base['peak_mb']:.0f}",
+                )
+            )
+            print(rows[-1], flush=True)
+    header = [
+        "model",
+        "option",
+        "train img/s ratio (option / default)",
+        "infer img/s ratio",
+        "train img/s",
+        "infer img/s",
+        "train of matmul rate",
+        "peak RSS (MB)",
+    ]
+    return header, rows
+
+
+def loading_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str], list[tuple]]:
+    """Images/s of the Kvasir training pipeline (read + augment + normalise) against UNet11's training rate."""
+    from ternaus_zoo.data import SegmentationDataModule
+
+    model_rate = measure({"unet11": Runner("unet11", {}, options)}, options.repeats)["unet11"]["train_ips"]
+    rows = []
+    for workers in (0, 1, 2):
+        data = SegmentationDataModule(
+            "kvasir-seg", image_size=options.size, batch_size=options.batch, num_workers=workers, holdout_every=5
+        )
+        data.setup("fit")
+        loader = iter(data.train_dataloader())
+        next(loader)  # starts the workers
+        started = time.perf_counter()
+        for _ in range(options.loading_batches):
+            next(loader)
+        rate = options.loading_batches * options.batch / (time.perf_counter() - started)
+        rows.append((workers, f"{rate:.1f}", f"{model_rate:.2f}", rate / model_rate))
+        print(rows[-1], flush=True)
+    header = ["workers", "loading img/s", "unet11 training img/s", "loading / training"]
+    return header, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--infer_size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--channels_last", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
+    parser.add_argument("--pairs", nargs="*", help="model names to run (default: all)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--options", action="store_true", help="compare each option with none, per model")
+    mode.add_argument("--loading", action="store_true", help="data loading rate with 0, 1, 2 workers")
+    parser.add_argument("--loading_batches", type=int, default=40)
+    options = parser.parse_args()
+    torch.manual_seed(0)
+    ceiling = matmul_gflops()
+    if options.options:
+        suffix = "_options" + "".join(f"_{name}" for name in options.pairs or [])
+        title = "Speed options: each model with an option vs itself without"
+        header, rows = options_table(options, ceiling)
+    elif options.loading:
+        suffix, title = "_loading", "Data loading: the Kvasir training pipeline vs UNet11 training"
+        header, rows = loading_table(options, ceiling)
+    else:
+        flags = [flag for flag in ("channels_last", "bf16", "compile") if getattr(options, flag)]
+        suffix = "".join(f"_{flag}" for flag in flags)
+        title = f"Speed: zoo models vs their smp twins{' (' + ', '.join(flags) + ')' if flags else ''}"
+        header, rows = pairs_table(options, ceiling)
     text = "\n\n".join(
         [
-            f"# Speed: zoo models vs their smp twins{' (' + suffix.strip('_') + ')' if suffix else ''}",
+            f"# {title}",
             environment(),
             f"- training: batch {options.batch}, {options.size}x{options.size}, forward + BCE + backward + Adam; "
             f"inference: batch 1, {options.infer_size}x{options.infer_size}, no_grad; medians of {options.repeats} "
             "alternated steps after a warm-up; FLOPs by torch.utils.flop_counter (training: forward + backward)",
             f"- float32 matrix multiply (2048x2048) on this machine: {ceiling:.1f} GFLOP/s",
-            "Ratios are zoo / smp (above 1: the zoo model is faster). Peak RSS is the process's high-water mark "
+            "Ratios above 1: the first named is faster. Peak RSS is the process's high-water mark "
             "after reset, before each side's first steps (it includes everything loaded before).",
             markdown_table(header, rows),
         ]

@@ -24,6 +24,7 @@ from pytorch_lightning.tuner import Tuner
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.inference import MaskWriter, export_onnx, export_torchscript
 from ternaus_zoo.inference.predict import TTA_CHOICES, load_predictor, predict_folder, prediction_spec
+from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.training import SegmentationModule
 from ternaus_zoo.training.bagging import FoldRun, assemble, fold_logger_config, train_bag
 from ternaus_zoo.training.demo import run_demo
@@ -53,6 +54,7 @@ TRAINER_DEFAULTS = {
     "callbacks": [
         {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
     ],
+    "precision": fast_precision(),
 }
 
 

@@ -24,7 +24,6 @@ PRETRAINED = {
 }
 
 
-
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
 def test_imagenet_weights_fill_the_encoder_exactly(name):
     source, prefix, encoder_path, kwargs = PRETRAINED[name]

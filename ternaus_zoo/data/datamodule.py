@@ -108,7 +108,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         skip_bad: bool = False,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["info"])
+        # in_channels is the module's (linked by the CLI); saved here too, a None would clash with it
+        self.save_hyperparameters(ignore=["info", "in_channels"])
         if not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)

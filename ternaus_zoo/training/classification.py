@@ -261,7 +261,9 @@ class ClassificationModule(pl.LightningModule):
     # -- evaluation --------------------------------------------------------------------------------
 
     def probabilities(self, logits: Tensor) -> Tensor:
-        """``(B, C)`` probabilities: sigmoid (multi-label) or softmax (multi-class)."""
+        """``(B, C)`` float32 probabilities: sigmoid (multi-label) or softmax (multi-class); bfloat16 logits
+        are upcast first, so validation (where thresholds are tuned) and prediction see the same values."""
+        logits = logits.float()
         return logits.sigmoid() if self.multilabel else logits.softmax(dim=1)
 
     def predict_labels(self, probabilities: Tensor) -> Tensor:
@@ -328,7 +330,7 @@ class ClassificationModule(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
         """``{"name": [...], "probabilities": (B, C) float, "labels": (B, C) int64 0/1}``, with the stored
         (tuned) thresholds for multi-label models."""
-        probabilities = self.probabilities(self._logits(batch["image"]).float())
+        probabilities = self.probabilities(self._logits(batch["image"]))
         return {
             "name": list(batch["name"]),
             "probabilities": probabilities.cpu(),

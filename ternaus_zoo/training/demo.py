@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.shapes import ShapesDataset
+from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.training.module import SegmentationModule
 
 logger = logging.getLogger("ternaus_zoo.demo")
@@ -75,6 +76,7 @@ def run_demo(
         enable_checkpointing=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        precision=fast_precision(),
     )
     trainer.fit(module, DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=0))
     (scores,) = trainer.test(module, DataLoader(held_out, batch_size=16), verbose=False)

@@ -175,7 +175,6 @@ def test_aux_loss_on_layer3_reaches_layer3_not_layer4():
     assert layer4 is None
 
 
-
 @pytest.mark.parametrize("name", NAMES)
 def test_imagenet_weights_fill_the_encoder_exactly(name):
     state = cache_torchvision_weights(ENCODERS[name])

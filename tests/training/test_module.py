@@ -159,3 +159,16 @@ def test_multiclass_fit_with_lovasz_softmax_logs_mean_iou(class_folder, tmp_path
     assert module.monitor == "val/miou"
     assert 0 <= float(trainer.callback_metrics["val/miou"]) <= 1
     assert list((Path(tmp_path) / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_layout_leaves_the_logits_unchanged(channels_last):
+    torch.manual_seed(0)
+    module = SegmentationModule(**TINY_UNET, channels_last=channels_last).eval()
+    reference = SegmentationModule(**TINY_UNET, channels_last=not channels_last).eval()
+    reference.load_state_dict(module.state_dict())
+    convolution = next(m for m in module.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert convolution.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(module(images), reference(images), atol=1e-5, rtol=1e-4)
