@@ -38,7 +38,7 @@ setup(
             "nbclient",
             "ipykernel",
         ],
-        "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel", "pandas"],
+        "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel"],
     },
     entry_points={
         "console_scripts": [

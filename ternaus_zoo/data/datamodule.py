@@ -26,21 +26,17 @@ from pathlib import Path
 from typing import Literal
 
 import albumentations as A
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset, worker_init_fn
-from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
-from ternaus_zoo.data.io import format_examples, list_images, read_image
+from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset
+from ternaus_zoo.data.folded import DATA_VARIABLE, MODULE_OWNED, FoldedDataModule
+from ternaus_zoo.data.io import list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
 from ternaus_zoo.registry import ModelInfo, get_model_info
 
-DATA_VARIABLE = "TERNAUS_ZOO_DATA"
-FOLDS_FILE = "folds.csv"
 
-
-class SegmentationDataModule(pl.LightningDataModule):
+class SegmentationDataModule(FoldedDataModule):
     """Folds and loaders of one segmentation data set folder.
 
     Args:
@@ -108,8 +104,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         skip_bad: bool = False,
     ) -> None:
         super().__init__()
-        # in_channels is the module's (linked by the CLI); saved here too, a None would clash with it
-        self.save_hyperparameters(ignore=["info", "in_channels"])
+        self.save_hyperparameters(ignore=["info", *MODULE_OWNED])
         if not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
@@ -147,54 +142,6 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     # -- splits ------------------------------------------------------------------------------------
 
-    def _folder(self, name: str) -> Path:
-        folder = self.root / name
-        if not folder.is_dir():
-            hint = "" if os.environ.get(DATA_VARIABLE) else f" (set data_root or {DATA_VARIABLE})"
-            raise FileNotFoundError(f"data set folder not found: {folder}{hint}")
-        return folder
-
-    def _split(self, stems: list[str]) -> dict[str, int]:
-        """``{stem: fold}`` over ``stems``, with ``HOLDOUT`` (-1) for the hold-out."""
-        if self.folds_file is not None:
-            folds = load_folds(self.folds_file)
-            missing, extra = sorted(set(stems) - set(folds)), sorted(set(folds) - set(stems))
-            if missing or extra:
-                raise ValueError(
-                    f"{self.folds_file} does not match {self.root}: not in the file: {format_examples(missing)}; "
-                    f"not in the data set: {format_examples(extra)}"
-                )
-            return folds
-        split: dict[str, int] = {}
-        rest = stems
-        if self.holdout_every > 0:
-            holdout, rest = holdout_split(stems, self.holdout_every)
-            split.update(dict.fromkeys(holdout, HOLDOUT))
-        groups = contiguous_groups(rest, self.group_blocks) if self.group_blocks > 0 else None
-        split.update(make_folds(rest, self.n_folds, self.seed, groups))
-        return dict(sorted(split.items()))
-
-    def stems_of(self, split: Literal["train", "val", "test"]) -> list[str]:
-        """Sorted stems of a split (after :meth:`setup`)."""
-        if split == "test":
-            return [stem for stem, fold in self.folds.items() if fold == HOLDOUT]
-        if split == "val":
-            return [stem for stem, fold in self.folds.items() if fold == self.fold]
-        return [stem for stem, fold in self.folds.items() if fold not in (HOLDOUT, self.fold)]
-
-    def save_folds(self, directory: str | os.PathLike) -> Path:
-        """Write the split as ``directory/folds.csv`` (``stem,fold``; hold-out = -1); returns the path."""
-        return save_folds(self.folds, Path(directory) / FOLDS_FILE)
-
-    def _run_dir(self) -> str | None:
-        """Where this process writes ``folds.csv``: ``run_dir`` or the trainer's log dir, on rank 0 only."""
-        trainer = self.trainer
-        if trainer is None:
-            return self.run_dir
-        # trainer.log_dir broadcasts from rank 0, so every process must ask for it, not only rank 0
-        directory = self.run_dir if self.run_dir is not None else trainer.log_dir
-        return directory if trainer.is_global_zero else None
-
     # -- Lightning hooks ---------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
@@ -229,19 +176,6 @@ class SegmentationDataModule(pl.LightningDataModule):
         """The evaluation pipeline (validation, test and prediction): ``val_transforms`` at ``val_size``."""
         fill = self.ignore_index if self.mask_mode == "classes" and self.ignore_index is not None else 0
         return val_transforms(info, self.val_size, mask_fill=fill)
-
-    def _loader(self, dataset: Dataset, batch_size: int, *, train: bool = False, keep: bool = False) -> DataLoader:
-        workers = self.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > batch_size,
-            num_workers=workers,
-            persistent_workers=keep and workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            worker_init_fn=worker_init_fn,
-        )
 
     def _require(self, dataset: Dataset | None, what: str) -> Dataset:
         if dataset is None:

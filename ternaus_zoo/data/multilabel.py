@@ -32,12 +32,10 @@ from typing import Any
 
 import albumentations as A
 import numpy as np
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.aux_targets import class_mask_to_targets, labels_from_mask
-from ternaus_zoo.data.datamodule import DATA_VARIABLE, SegmentationDataModule
 from ternaus_zoo.data.datasets import (
     ImageFolderDataset,
     SegmentationDataset,
@@ -45,6 +43,7 @@ from ternaus_zoo.data.datasets import (
     TransformedDataset,
     _image_tensor,
 )
+from ternaus_zoo.data.folded import DATA_VARIABLE, MODULE_OWNED, FoldedDataModule
 from ternaus_zoo.data.io import DataError, PathLike, format_examples, list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
 from ternaus_zoo.registry import ModelInfo, get_model_info
@@ -320,12 +319,12 @@ class MaskLabelDataset(TransformedDataset):
         return item
 
 
-class ClassificationDataModule(pl.LightningDataModule):
+class ClassificationDataModule(FoldedDataModule):
     """Splits and loaders of a classification data set: a label CSV (``miml``) or class masks (``camvid-val``).
 
     Layout: ``{data_root}/{dataset}/{images}/`` with ``{data_root}/{dataset}/{labels_csv}`` or, when ``masks``
     is set, ``{data_root}/{dataset}/{masks}/`` (labels and auxiliary targets derived by
-    :class:`MaskLabelDataset`). Splits, as in :class:`~ternaus_zoo.data.datamodule.SegmentationDataModule`
+    :class:`MaskLabelDataset`). Splits, as in :class:`~ternaus_zoo.data.folded.FoldedDataModule`
     (and by its code): ``holdout_every=k > 0`` holds out ``sorted(names)[::k]`` as the ``test`` split (the
     project's benchmark rule); the rest is cut into ``n_folds`` folds by
     :func:`~ternaus_zoo.data.folds.make_folds` (``group_blocks > 0``: contiguous blocks of the sorted names,
@@ -390,8 +389,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         run_dir: str | None = None,
     ) -> None:
         super().__init__()
-        # in_channels is the module's (linked by the CLI); saved here too, a None would clash with it
-        self.save_hyperparameters(ignore=["info", "in_channels"])
+        self.save_hyperparameters(ignore=["info", *MODULE_OWNED])
         if not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
@@ -410,14 +408,6 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
-
-    # Splits, folders and loaders work as in the segmentation data module (same attribute names).
-    _folder = SegmentationDataModule._folder
-    _split = SegmentationDataModule._split
-    stems_of = SegmentationDataModule.stems_of
-    save_folds = SegmentationDataModule.save_folds
-    _run_dir = SegmentationDataModule._run_dir
-    _loader = SegmentationDataModule._loader
 
     @property
     def in_channels(self) -> int:

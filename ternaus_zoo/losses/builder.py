@@ -12,6 +12,7 @@ arguments (with an optional ``weight``)::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from numbers import Real
 from typing import Any
@@ -80,21 +81,25 @@ def _loss_class(name: str) -> type[nn.Module]:
     return LOSSES[name]
 
 
-def _build_one(name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+def _build_one(name: str, kwargs: Mapping[str, Any], ignore_index: int | None = None) -> nn.Module:
     cls = _loss_class(name)
+    if ignore_index is not None and "ignore_index" in inspect.signature(cls).parameters:
+        kwargs = {"ignore_index": ignore_index, **kwargs}
     try:
         return cls(**kwargs)
     except TypeError as error:
         raise TypeError(f"cannot build loss {name!r} ({cls.__name__}) with {dict(kwargs)}: {error}") from error
 
 
-def build_loss(config: LossConfig) -> nn.Module:
+def build_loss(config: LossConfig, ignore_index: int | None = None) -> nn.Module:
     """Build a loss from a name, a mapping name -> weight, or a mapping name -> keyword arguments.
 
     Args:
         config: ``"bce_jaccard"`` (a name of :data:`LOSSES`, default arguments); ``{"bce": 0.5,
             "lovasz_hinge": 0.5}`` (weights); ``{"lovasz_softmax": {"weight": 1.0, "ignore_index": 11}}``
             (keyword arguments of the loss, ``weight`` defaulting to 1); or an ``nn.Module``, returned as is.
+        ignore_index: the default ``ignore_index`` of every named loss that takes one (a loss's own
+            keyword argument wins), so a module's ``ignore_index`` reaches its loss without repeating it.
 
     Returns:
         The loss for a name or a module; a :class:`WeightedSumLoss` for a mapping.
@@ -106,7 +111,7 @@ def build_loss(config: LossConfig) -> nn.Module:
     if isinstance(config, nn.Module):
         return config
     if isinstance(config, str):
-        return _build_one(config, {})
+        return _build_one(config, {}, ignore_index)
     if not isinstance(config, Mapping):
         raise TypeError(f"a loss config is a name, a mapping or an nn.Module, got {type(config).__name__}")
     losses: dict[str, nn.Module] = {}
@@ -120,5 +125,5 @@ def build_loss(config: LossConfig) -> nn.Module:
             weights[name] = float(kwargs.pop("weight", 1.0))
         else:
             raise TypeError(f"loss {name!r}: expected a weight or a mapping of keyword arguments, got {spec!r}")
-        losses[name] = _build_one(name, kwargs)
+        losses[name] = _build_one(name, kwargs, ignore_index)
     return WeightedSumLoss(losses, weights)

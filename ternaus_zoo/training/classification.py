@@ -23,7 +23,6 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -32,8 +31,8 @@ from ternaus_zoo.data.aux_targets import PoolMode, downsample_targets, labels_to
 from ternaus_zoo.losses import LOSSES, build_loss
 from ternaus_zoo.metrics.classification import MultilabelMetrics
 from ternaus_zoo.registry import ModelInfo, create_model
+from ternaus_zoo.training.base import OPTIMIZERS, ZooModule
 from ternaus_zoo.training.mixing import BatchMixer
-from ternaus_zoo.training.module import OPTIMIZERS, SegmentationModule
 
 ClassificationTask = Literal["multilabel", "multiclass"]
 AuxTarget = Literal["mask", "labels", "channel"]
@@ -50,7 +49,7 @@ def masked_bce_with_logits(logits: Tensor, targets: Tensor, valid: Tensor) -> Te
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-class ClassificationModule(pl.LightningModule):
+class ClassificationModule(ZooModule):
     """Trains a registry classifier (``aux_resnet34``, ``gapnet_resnet34``, ``gapnet_pl`` ...).
 
     Args:
@@ -354,12 +353,3 @@ class ClassificationModule(pl.LightningModule):
         """The validation score the best checkpoint is chosen by."""
         tuned = self.multilabel and self.hparams.tune_thresholds
         return "val/f1_macro_tuned" if tuned else "val/f1_macro"
-
-    # Weights at fit start, the encoder freeze, optimisers with discriminative rates, per-step schedules and
-    # the best/last/snapshot/SWA callbacks are the segmentation module's: same hyperparameter names.
-    setup = SegmentationModule.setup
-    on_train_epoch_start = SegmentationModule.on_train_epoch_start
-    configure_callbacks = SegmentationModule.configure_callbacks
-    parameter_groups = SegmentationModule.parameter_groups
-    _steps = SegmentationModule._steps
-    configure_optimizers = SegmentationModule.configure_optimizers

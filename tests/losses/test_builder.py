@@ -124,3 +124,23 @@ def test_module_passes_through_and_weighted_sum_checks_names():
     unweighted = WeightedSumLoss({"bce": BinaryCrossEntropyLoss(), "hinge": LovaszHingeLoss()})
     expected = BinaryCrossEntropyLoss()(logits, target) + LovaszHingeLoss()(logits, target)
     torch.testing.assert_close(unweighted(logits, target), expected)
+
+
+def test_ignore_index_default_reaches_every_loss_that_takes_one():
+    loss = build_loss({"ce": 0.5, "lovasz_softmax": {"weight": 0.5, "ignore_index": 7}, "focal": 1.0}, ignore_index=3)
+    assert loss.losses["ce"].ignore_index == 3
+    assert loss.losses["focal"].ignore_index == 3
+    assert loss.losses["lovasz_softmax"].ignore_index == 7  # the loss's own argument wins
+    assert build_loss("ce").ignore_index is None
+
+
+def test_ignored_pixels_leave_the_cross_entropy_unchanged():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4)
+    target = torch.randint(0, 3, (2, 4, 4))
+    void = target.clone()
+    void[:, :2] = 3  # void rows: with ignore_index 3 they must not count (and must not raise)
+    expected = torch.nn.functional.cross_entropy(
+        logits.permute(0, 2, 3, 1)[:, 2:].reshape(-1, 3), target[:, 2:].reshape(-1)
+    )
+    torch.testing.assert_close(build_loss({"ce": 1.0}, ignore_index=3)(logits, void), expected)

@@ -13,7 +13,7 @@ from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
 
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.training import SegmentationModule
-from ternaus_zoo.training.module import encoder_of
+from ternaus_zoo.training.base import encoder_of
 
 TINY_UNET = {"model": "unet", "model_kwargs": {"num_filters": 4, "depth": 3}}
 
