@@ -157,6 +157,11 @@ OPTIONS = {
 }
 
 
+def both(first: float, second: float, spec: str) -> str:
+    """``"first / second"``, each formatted with ``spec``."""
+    return f"{first:{spec}} / {second:{spec}}"
+
+
 def with_flags(options: argparse.Namespace, **flags: bool) -> argparse.Namespace:
     base = {"channels_last": False, "bf16": False, "compile": False}
     return argparse.Namespace(**{**vars(options), **base, **flags})
@@ -177,13 +182,13 @@ def pairs_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str],
                 z["train_gflops"] / s["train_gflops"],
                 z["train_ips"] / s["train_ips"],
                 z["infer_ips"] / s["infer_ips"],
-                f"{z['train_ips']:.2f} / {s['train_ips']:.2f}",
-                f"{z['infer_ips']:.2f} / {s['infer_ips']:.2f}",
-                f"{z['train_gflops']:.1f} / {s['train_gflops']:.1f}",
-                f"{z['train_gflops'] / ceiling:.0%} / {s['train_gflops'] / ceiling:.0%}",
-                f"{z['train_gflop_per_image']:.1f} / {s['train_gflop_per_image']:.1f}",
-                f"{zoo.parameters / 1e6:.1f} / {smp.parameters / 1e6:.1f}",
-                f"{z['peak_mb']:.0f} / {s['peak_mb']:.0f}",
+                both(z["train_ips"], s["train_ips"], ".2f"),
+                both(z["infer_ips"], s["infer_ips"], ".2f"),
+                both(z["train_gflops"], s["train_gflops"], ".1f"),
+                both(z["train_gflops"] / ceiling, s["train_gflops"] / ceiling, ".0%"),
+                both(z["train_gflop_per_image"], s["train_gflop_per_image"], ".1f"),
+                both(zoo.parameters / 1e6, smp.parameters / 1e6, ".1f"),
+                both(z["peak_mb"], s["peak_mb"], ".0f"),
             )
         )
         print(rows[-1], flush=True)
@@ -222,10 +227,10 @@ def options_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str
                     label,
                     r["train_ips"] / base["train_ips"],
                     r["infer_ips"] / base["infer_ips"],
-                    f"{r['train_ips']:.2f} / {base['train_ips']:.2f}",
-                    f"{r['infer_ips']:.2f} / {base['infer_ips']:.2f}",
-                    f"{r['train_gflops'] / ceiling:.0%} / {base['train_gflops'] / ceiling:.0%}",
-                    f"{r['peak_mb']:.0f} / {base['peak_mb']:.0f}",
+                    both(r["train_ips"], base["train_ips"], ".2f"),
+                    both(r["infer_ips"], base["infer_ips"], ".2f"),
+                    both(r["train_gflops"] / ceiling, base["train_gflops"] / ceiling, ".0%"),
+                    both(r["peak_mb"], base["peak_mb"], ".0f"),
                 )
             )
             print(rows[-1], flush=True)

@@ -31,9 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset
 from ternaus_zoo.data.folded import DATA_VARIABLE, MODULE_OWNED, FoldedDataModule
-from ternaus_zoo.data.io import list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
-from ternaus_zoo.registry import ModelInfo, get_model_info
+from ternaus_zoo.registry import ModelInfo
 
 
 class SegmentationDataModule(FoldedDataModule):
@@ -123,22 +122,6 @@ class SegmentationDataModule(FoldedDataModule):
         self.train_dataset: SegmentationDataset | None = None
         self.val_dataset: SegmentationDataset | None = None
         self.test_dataset: SegmentationDataset | None = None
-
-    # -- what the model needs to know --------------------------------------------------------------
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of the images fed to the model (reads the first image unless ``in_channels`` was given)."""
-        if self._in_channels is None:
-            first = next(iter(list_images(self._folder(self.images)).values()))
-            self._in_channels = read_image(first).shape[2]
-        return self._in_channels
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model's ``ModelInfo`` adapted to :attr:`in_channels` (statistics of the transforms)."""
-        info = self._model_info if self._model_info is not None else get_model_info(self.model_name)
-        return info.for_channels(self.in_channels)
 
     # -- splits ------------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.datasets import worker_init_fn
 from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
-from ternaus_zoo.data.io import format_examples
+from ternaus_zoo.data.io import format_examples, list_images, read_image
+from ternaus_zoo.registry import ModelInfo, get_model_info
 
 DATA_VARIABLE = "TERNAUS_ZOO_DATA"
 FOLDS_FILE = "folds.csv"
@@ -25,10 +26,29 @@ MODULE_OWNED = ("in_channels", "num_classes", "ignore_index")
 
 class FoldedDataModule(pl.LightningDataModule):
     """Splits and loaders over ``root``, ``folds_file``, ``holdout_every``, ``group_blocks``, ``n_folds``,
-    ``seed``, ``fold``, ``run_dir`` and ``num_workers``."""
+    ``seed``, ``fold``, ``run_dir`` and ``num_workers``; the model's input channels and ``ModelInfo`` from
+    ``images``, ``model_name``, ``_model_info`` and ``_in_channels``."""
 
     root: Path
     folds: dict[str, int]
+    images: str
+    model_name: str
+    _model_info: ModelInfo | None
+    _in_channels: int | None
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the images fed to the model (reads the first image unless ``in_channels`` was given)."""
+        if self._in_channels is None:
+            first = next(iter(list_images(self._folder(self.images)).values()))
+            self._in_channels = read_image(first).shape[2]
+        return self._in_channels
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model's ``ModelInfo`` adapted to :attr:`in_channels` (statistics of the transforms)."""
+        info = self._model_info if self._model_info is not None else get_model_info(self.model_name)
+        return info.for_channels(self.in_channels)
 
     def _folder(self, name: str) -> Path:
         folder = self.root / name

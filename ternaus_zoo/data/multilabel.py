@@ -46,7 +46,7 @@ from ternaus_zoo.data.datasets import (
 from ternaus_zoo.data.folded import DATA_VARIABLE, MODULE_OWNED, FoldedDataModule
 from ternaus_zoo.data.io import DataError, PathLike, format_examples, list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
-from ternaus_zoo.registry import ModelInfo, get_model_info
+from ternaus_zoo.registry import ModelInfo
 
 
 def read_label_csv(
@@ -408,20 +408,6 @@ class ClassificationDataModule(FoldedDataModule):
         self.train_dataset: Dataset | None = None
         self.val_dataset: Dataset | None = None
         self.test_dataset: Dataset | None = None
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of the images fed to the model (reads the first image unless ``in_channels`` was given)."""
-        if self._in_channels is None:
-            first = next(iter(list_images(self._folder(self.images)).values()))
-            self._in_channels = read_image(first).shape[2]
-        return self._in_channels
-
-    @property
-    def info(self) -> ModelInfo:
-        """The model's ``ModelInfo`` adapted to :attr:`in_channels`."""
-        info = self._model_info if self._model_info is not None else get_model_info(self.model_name)
-        return info.for_channels(self.in_channels)
 
     @property
     def label_names(self) -> list[str]:
