@@ -24,13 +24,13 @@ def execute(name: str, data_root: Path, tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def outputs(notebook: nbformat.NotebookNode, kind: str) -> list[str]:
-    """The ``kind`` payloads (``image/png``, ``text/plain`` ...) of every code cell's outputs."""
+    """The ``kind`` payloads (``image``: PNG or JPEG, ``text/plain`` ...) of every code cell's outputs."""
+    kinds = ("image/png", "image/jpeg") if kind == "image" else (kind,)
     found = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            if kind in output.get("data", {}):
-                found.append(output["data"][kind])
-            elif kind == "text/plain" and output.get("output_type") == "stream":
+            found += [output["data"][name] for name in kinds if name in output.get("data", {})]
+            if kind == "text/plain" and output.get("output_type") == "stream":
                 found.append(output["text"])
     return found
 
@@ -45,9 +45,9 @@ def outputs(notebook: nbformat.NotebookNode, kind: str) -> list[str]:
 )
 def test_notebook_runs_quick(name, figures, texts, data_root, tmp_path, monkeypatch):
     committed = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    assert outputs(committed, "image/png"), f"the committed {name}.ipynb has no plots: execute it before committing"
+    assert outputs(committed, "image"), f"the committed {name}.ipynb has no plots: execute it before committing"
     notebook = execute(name, data_root, tmp_path, monkeypatch)
-    assert len(outputs(notebook, "image/png")) >= figures
+    assert len(outputs(notebook, "image")) >= figures
     text = "\n".join(outputs(notebook, "text/plain"))
     for expected in texts:
         assert expected in text, f"{name}: {expected!r} missing from the outputs"
