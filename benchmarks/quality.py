@@ -436,7 +436,7 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
     lines = [
         f"# Quality ladder on {ladder.dataset}",
         environment(),
-        f"- every model: {options.epochs} epochs, {options.size} px crops, evaluation at {options.size} px (longest "
+        f"- every model: {options.epochs} epoch(s), {options.size} px crops, evaluation at {options.size} px (longest "
         f"side) and scored at each mask's original resolution, precision {options.precision}, seed 0, "
         f"{options.workers} loader process(es), no ImageNet weights (none can be downloaded here)",
         f"- scored images: {split.get('description', '')} (sha1 of the sorted stems {split.get('sha1', '')})",
@@ -497,7 +497,8 @@ def plot(points: list[tuple[str, float]], trivial: dict, key: str, label: str, l
         axis.text(value, index, f" {value:.3f}", va="center", fontsize=8)
     axis.set_xlim(0, 1)
     axis.set_xlabel(f"{label} ({'hold-out' if ladder.scoring == 'holdout' else 'validation'})")
-    axis.set_title(f"{ladder.dataset}: {options.epochs} epochs a model, {options.size} px, CPU")
+    epochs = f"{options.epochs} epoch{'s' if options.epochs > 1 else ''}"
+    axis.set_title(f"{ladder.dataset}: {epochs} a model, {options.size} px, CPU")
     figure.tight_layout()
     figure.savefig(RESULTS / f"{options.name}.png", dpi=100)
     plt.close(figure)
