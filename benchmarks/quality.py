@@ -412,7 +412,8 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
                 row.name,
                 values,
                 result["models"],
-                ", ".join(map(str, result["epochs"])),
+                # kvasir scores each fold's best checkpoint, the others the last one
+                ", ".join(map(str, result["epochs"])) if ladder.scoring == "holdout" else f"{options.epochs} (last)",
                 f"{result['train_minutes']:.1f}",
                 f"{result['predict_seconds']:.0f}",
                 f"`{row.recipe}`" + (f", TTA {row.tta}" if row.tta != "none" else ""),
@@ -542,6 +543,7 @@ def main() -> None:
         state["rows"][row.name] = score_row(ladder, row, bag_dir, data, run)
         save_json(state_path, state)
         print(report(ladder, options, state, run), flush=True)
+    report(ladder, options, state, run)
 
 
 if __name__ == "__main__":
