@@ -66,7 +66,7 @@ def test_offline_without_cache_names_the_file_and_does_not_hang():
     expected = torchvision_cache_file(get_model_weights("vgg11").IMAGENET1K_V1)
     assert str(expected) in str(error.value) and str(expected.parent) in str(error.value)
     assert "https://download.pytorch.org/models/vgg11" in str(error.value)
-    assert time.perf_counter() - started < 10
+    assert time.perf_counter() - started < 60  # a network wait would take minutes; a loaded CPU takes ~20 s
 
 
 def test_failed_download_names_the_file(monkeypatch):
