@@ -287,8 +287,10 @@ def main() -> None:
     options = parser.parse_args()
     torch.manual_seed(0)
     ceiling = matmul_gflops()
+    # a run of some pairs only writes its own file, beside the full table
+    pairs = "".join(f"_{name}" for name in options.pairs or [])
     if options.options:
-        suffix = "_options" + "".join(f"_{name}" for name in options.pairs or [])
+        suffix = "_options" + pairs
         title = "Speed options: each model with an option vs itself without"
         header, rows = options_table(options, ceiling)
     elif options.loading:
@@ -296,7 +298,7 @@ def main() -> None:
         header, rows = loading_table(options, ceiling)
     else:
         flags = [flag for flag in ("channels_last", "bf16", "compile") if getattr(options, flag)]
-        suffix = "".join(f"_{flag}" for flag in flags)
+        suffix = "".join(f"_{flag}" for flag in flags) + pairs
         title = f"Speed: zoo models vs their smp twins{' (' + ', '.join(flags) + ')' if flags else ''}"
         header, rows = pairs_table(options, ceiling)
     text = "\n\n".join(
