@@ -9,9 +9,9 @@ the hold-out ``sorted(stems)[::5]`` is never seen), with ``trainer.max_time`` se
 budget after ``--reserve`` minutes for prediction; then ``ternaus-zoo predict`` of the last checkpoint
 (``--tta``) on the 200 hold-out images, scored at each mask's original resolution. The wall time counts
 everything from the start of this script to the last scored mask. Resumable: run the same command again;
-the time already spent is kept in ``runs/benchmarks/<name>/state.json`` and added, and Lightning's timer
-resumes from the checkpoint. Writes ``benchmarks/results/<name>.md``, ``.json`` and ``.png`` (the
-validation Dice against training time).
+after an error, Ctrl-C or SIGTERM the time already spent is kept in ``runs/benchmarks/<name>/state.json``
+and added (after a SIGKILL it is lost from the total), and Lightning's timer resumes from the checkpoint.
+Writes ``benchmarks/results/<name>.md``, ``.json`` and ``.png`` (the validation Dice against training time).
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import os
+import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from benchmarks.common import RESULTS, environment, markdown_table
+from benchmarks.common import RESULTS, ROOT, data_root, environment, markdown_table
 from benchmarks.quality import (
-    ROOT,
     constant_predictions,
     counts,
     linked_folder,
@@ -150,8 +150,9 @@ def report(options: argparse.Namespace, state: dict[str, Any], arguments: list[s
 def main() -> None:
     options = parse()
     started = time.perf_counter()
-    data_root = Path(os.environ.get("TERNAUS_ZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
-    data = data_root / "kvasir-seg"
+    # a stop from outside (SIGTERM) unwinds like Ctrl-C, so the time spent so far is saved for the resume
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    data = data_root() / "kvasir-seg"
     run = ROOT / "runs" / "benchmarks" / options.name
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "state.json"
@@ -175,7 +176,7 @@ def main() -> None:
                     "--only_fold",
                     "0",
                     f"--config={config}",
-                    f"--data.data_root={data_root}",
+                    f"--data.data_root={data.parent}",
                     f"--trainer.max_time={max_time(training_time)}",
                     *options.overrides,
                 ]

@@ -26,7 +26,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import CAMVID_LABELS, RESULTS, environment, git_commit, markdown_table
+from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
 from ternaus_zoo.cli_classification import main as cli
 from ternaus_zoo.data import contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
@@ -43,7 +42,6 @@ from ternaus_zoo.data.multilabel import ClassificationDataModule
 from ternaus_zoo.metrics.classification import multilabel_fbeta, multilabel_recall
 from ternaus_zoo.training.classification import ClassificationModule
 
-ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs" / "benchmarks" / "classification"
 OUTPUT = RESULTS / "classification.md"
 MIML_LABELS = ["desert", "mountains", "sea", "sunset", "trees"]
@@ -107,10 +105,6 @@ for seed in (0, 1):
         Row(f"camvid_plain_s{seed}", "camvid-val", f"ResNet18 (aux_weight 0), seed {seed}",
             [*CAMVID, *AUX18, f"--seed_everything={seed}"], epochs=12),
     ]  # fmt: skip
-
-
-def data_root() -> Path:
-    return Path(os.environ.get("TERNAUS_ZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
 def camvid_folds() -> Path:

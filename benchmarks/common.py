@@ -4,6 +4,7 @@ file's original resolution as ../shared/BENCHMARKS.md prescribes, and writing re
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -19,10 +20,16 @@ from ternaus_zoo.data.io import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
 from ternaus_zoo.registry import ModelInfo
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 # CamVid class indices 0..10 in SegNet order (11 = void), as ../shared/data/README.md lists them
 CAMVID_LABELS = "sky building pole road pavement tree sign fence car pedestrian bicyclist".split()  # noqa: SIM905
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "albumentations", "numpy")
+
+
+def data_root() -> Path:
+    """The data sets' folder: ``TERNAUS_ZOO_DATA``, else ``../shared/data`` beside the project."""
+    return Path(os.environ.get("TERNAUS_ZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
 def cpu_model() -> str:

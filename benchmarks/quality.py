@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shlex
 import shutil
 import time
@@ -38,14 +37,12 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import CAMVID_LABELS, RESULTS, environment, markdown_table
+from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, markdown_table
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import HOLDOUT, load_folds, save_folds
 from ternaus_zoo.data.io import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score, mean_iou
 from ternaus_zoo.precision import fast_precision
-
-ROOT = Path(__file__).resolve().parents[1]
 
 AUGMENTED = ["--data.scale=[0.5, 1.0]", "--data.color=true"]
 # "plain": the whole image resized to the crop (scale fixed at 1), no colour jitter; a horizontal flip stays
@@ -508,8 +505,7 @@ def plot(points: list[tuple[str, float]], trivial: dict, key: str, label: str, l
 def main() -> None:
     options = parse()
     ladder = LADDERS[options.dataset]
-    data_root = Path(os.environ.get("TERNAUS_ZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
-    data = data_root / ladder.dataset
+    data = data_root() / ladder.dataset
     run = ROOT / "runs" / "benchmarks" / options.name
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "state.json"
@@ -522,7 +518,7 @@ def main() -> None:
     for row in selected:
         if row.name in state["rows"]:
             continue
-        bag_dir = train(ladder, row, options, data_root, run)
+        bag_dir = train(ladder, row, options, data.parent, run)
         if "trivial" not in state:
             state["trivial"] = trivial_rows(ladder, data, bag_dir)
             stems = sorted(
