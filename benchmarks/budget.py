@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from benchmarks.common import RESULTS, ROOT, data_root, environment, markdown_table
 from benchmarks.quality import (
     constant_predictions,
@@ -71,13 +69,18 @@ def max_time(seconds: float) -> str:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+def read_log(fold_dir: Path) -> tuple[list[dict[str, str]], int]:
+    """The rows of the fold's Lightning CSV log and the number of epochs it trained."""
+    with (fold_dir / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return rows, 1 + max(int(row["epoch"]) for row in rows if row.get("train/loss_epoch"))
+
+
 def validation_curve(fold_dir: Path) -> list[tuple[float, float]]:
     """``(minutes of training, validation Dice)`` of each validation during the fit (the validation of the
     best checkpoint after it is left out); Lightning's CSV log has no clock, so epoch ``e`` ends at
     ``(e + 1) / epochs`` of the fit's wall time."""
-    with (fold_dir / "metrics.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
-    epochs = 1 + max(int(row["epoch"]) for row in rows if row.get("train/loss_epoch"))
+    rows, epochs = read_log(fold_dir)
     per_epoch = load_json(fold_dir / "done.json")["fit_seconds"] / 60 / epochs
     return [
         ((int(row["epoch"]) + 1) * per_epoch, float(row["val/dice"]))
@@ -197,7 +200,7 @@ def main() -> None:
             "minutes": elapsed() / 60,
             "train_minutes": train_minutes,
             "predict_seconds": predict_seconds,
-            "epochs": int(torch.load(last, map_location="cpu", weights_only=False)["epoch"]) + 1,
+            "epochs": read_log(bag_dir / "fold0")[1],
             "val_images": done["n_val_images"],
         }
         state |= {

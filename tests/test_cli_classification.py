@@ -15,6 +15,12 @@ from ternaus_zoo.cli_classification import build_classification_cli, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 LABELS = ("red", "green", "blue")
+# every shipped classification config: (file, data set, classes, labels derived from masks)
+CLASSIFICATION_CONFIGS = [
+    ("miml_gapnet.yaml", "miml", 5, False),
+    ("miml_aux_resnet34.yaml", "miml", 5, False),
+    ("camvid_labels_aux_resnet34.yaml", "camvid-val", 11, True),
+]
 
 
 @pytest.fixture
@@ -92,14 +98,7 @@ def test_help(capsys):
 
 
 @pytest.mark.data
-@pytest.mark.parametrize(
-    ("name", "dataset", "classes", "aux"),
-    [
-        ("miml_gapnet.yaml", "miml", 5, False),
-        ("miml_aux_resnet34.yaml", "miml", 5, False),
-        ("camvid_labels_aux_resnet34.yaml", "camvid-val", 11, True),
-    ],
-)
+@pytest.mark.parametrize(("name", "dataset", "classes", "aux"), CLASSIFICATION_CONFIGS)
 def test_classification_configs_build(name, dataset, classes, aux, data_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cli = build_classification_cli([f"--config={CONFIGS / name}", "--model.weights=null"], run=False)
