@@ -34,15 +34,21 @@ class ConvBnRelu(nn.Sequential):
 
 class DecoderBlock(nn.Module):
     """TernausNet (UNet11) decoder step, doubling the resolution: ConvRelu, then
-    ConvTranspose2d(k=3, s=2, p=1, output_padding=1) + ReLU. Parameters under ``block``."""
+    ConvTranspose2d(k=3, s=2, p=1, output_padding=1) + ReLU. Parameters under ``block``.
 
-    def __init__(self, in_channels: int, middle_channels: int, out_channels: int) -> None:
+    ``batch_norm=True`` puts batch norm after both convolutions (``ConvBnRelu``; not in the paper).
+    """
+
+    def __init__(self, in_channels: int, middle_channels: int, out_channels: int, batch_norm: bool = False) -> None:
         super().__init__()
-        self.block = nn.Sequential(
-            ConvRelu(in_channels, middle_channels),
-            nn.ConvTranspose2d(middle_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1),
-            nn.ReLU(inplace=True),
+        upsample = nn.ConvTranspose2d(
+            middle_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1, bias=not batch_norm
         )
+        if batch_norm:
+            layers = [ConvBnRelu(in_channels, middle_channels), upsample, nn.BatchNorm2d(out_channels)]
+        else:
+            layers = [ConvRelu(in_channels, middle_channels), upsample]
+        self.block = nn.Sequential(*layers, nn.ReLU(inplace=True))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.block(x)

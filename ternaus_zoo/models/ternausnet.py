@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.models import VGG11_Weights, VGG16_Weights, vgg11, vgg16
+from torchvision.models import VGG11_BN_Weights, VGG11_Weights, VGG16_Weights, vgg11, vgg11_bn, vgg16
 
 from ternaus_zoo.models.base import SegmentationModel
-from ternaus_zoo.models.blocks import ConvRelu, DecoderBlock, DecoderBlockV2, replace_first_conv
+from ternaus_zoo.models.blocks import ConvBnRelu, ConvRelu, DecoderBlock, DecoderBlockV2, replace_first_conv
 from ternaus_zoo.registry import ModelInfo, register_model
 from ternaus_zoo.weights import EncoderWeights
 
@@ -24,9 +24,27 @@ def _vgg_features(builder, in_channels: int) -> nn.Sequential:
     return features
 
 
+def init_decoder(modules: list[nn.Module]) -> None:
+    """He initialisation (as torchvision's VGG encoder gets) for the decoder's convolutions.
+
+    PyTorch's default (``kaiming_uniform_(a=sqrt(5))``) shrinks the activations about 2.4x per ReLU
+    layer, so the ten plain layers of the TernausNet decoder start with a near-constant output
+    (``benchmarks/results/unet11_from_scratch.md``). Loading a checkpoint replaces these values.
+    """
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 class _VGGUNet(SegmentationModel):
     """The decoder path the two TernausNets share: ``center`` on the pooled deepest features, then
     ``dec5`` ... ``dec1`` each on the concatenation of the previous output and the skip."""
+
+    def decoder_modules(self) -> list[nn.Module]:
+        return [self.center, self.dec5, self.dec4, self.dec3, self.dec2, self.dec1]
 
     def encode(self, images: Tensor) -> list[Tensor]:
         """The five skip tensors, at strides 1, 2, 4, 8, 16."""
@@ -50,44 +68,54 @@ class UNet11(_VGGUNet):
         num_classes: output channels (1 in the paper).
         in_channels: input channels; 3 for ImageNet weights, others adapt the first convolution.
         num_filters: width of the decoder (32 in the paper).
+        batch_norm: VGG11-BN encoder (torchvision's ``vgg11_bn``) and batch norm in the decoder; not
+            in the paper, and what lets the network learn from scratch. ``False`` is the original
+            architecture, whose checkpoints load strictly.
     """
 
     size_multiple = 32
-    encoder_weights = EncoderWeights(
-        imagenet=VGG11_Weights.IMAGENET1K_V1, source_prefix="features.", ignored_prefixes=("classifier.",)
-    )
 
-    def __init__(self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32) -> None:
+    def __init__(
+        self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, batch_norm: bool = False
+    ) -> None:
         super().__init__(in_channels, num_classes)
+        self.batch_norm = batch_norm
+        self.encoder_weights = EncoderWeights(
+            imagenet=VGG11_BN_Weights.IMAGENET1K_V1 if batch_norm else VGG11_Weights.IMAGENET1K_V1,
+            source_prefix="features.",
+            ignored_prefixes=("classifier.",),
+        )
         self.pool = nn.MaxPool2d(2, 2)
-        self.encoder = _vgg_features(vgg11, in_channels)
-        self.relu = self.encoder[1]
-        self.conv1 = self.encoder[0]
-        self.conv2 = self.encoder[3]
-        self.conv3s = self.encoder[6]
-        self.conv3 = self.encoder[8]
-        self.conv4s = self.encoder[11]
-        self.conv4 = self.encoder[13]
-        self.conv5s = self.encoder[16]
-        self.conv5 = self.encoder[18]
+        self.encoder = _vgg_features(vgg11_bn if batch_norm else vgg11, in_channels)
+        # The encoder's stages: the layers between its max-pools.
+        pools = [index for index, layer in enumerate(self.encoder) if isinstance(layer, nn.MaxPool2d)]
+        self._stage_bounds = list(zip([-1, *pools[:-1]], pools))
+        if not batch_norm:
+            # The original's attribute names, aliasing the encoder's layers, so its state dicts load strictly.
+            self.relu = self.encoder[1]
+            for name, index in zip(
+                ("conv1", "conv2", "conv3s", "conv3", "conv4s", "conv4", "conv5s", "conv5"), (0, 3, 6, 8, 11, 13, 16, 18)
+            ):
+                setattr(self, name, self.encoder[index])
 
         f = num_filters
-        self.center = DecoderBlock(f * 8 * 2, f * 8 * 2, f * 8)
-        self.dec5 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 8)
-        self.dec4 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 4)
-        self.dec3 = DecoderBlock(f * (8 + 4), f * 4 * 2, f * 2)
-        self.dec2 = DecoderBlock(f * (4 + 2), f * 2 * 2, f)
-        self.dec1 = ConvRelu(f * (2 + 1), f)
+        self.center = DecoderBlock(f * 8 * 2, f * 8 * 2, f * 8, batch_norm)
+        self.dec5 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 8, batch_norm)
+        self.dec4 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 4, batch_norm)
+        self.dec3 = DecoderBlock(f * (8 + 4), f * 4 * 2, f * 2, batch_norm)
+        self.dec2 = DecoderBlock(f * (4 + 2), f * 2 * 2, f, batch_norm)
+        self.dec1 = ConvBnRelu(f * (2 + 1), f) if batch_norm else ConvRelu(f * (2 + 1), f)
         self.final = nn.Conv2d(f, num_classes, kernel_size=1)
+        init_decoder(self.decoder_modules())
 
     def encode(self, images: Tensor) -> list[Tensor]:
-        relu, pool = self.relu, self.pool
-        conv1 = relu(self.conv1(images))
-        conv2 = relu(self.conv2(pool(conv1)))
-        conv3 = relu(self.conv3(relu(self.conv3s(pool(conv2)))))
-        conv4 = relu(self.conv4(relu(self.conv4s(pool(conv3)))))
-        conv5 = relu(self.conv5(relu(self.conv5s(pool(conv4)))))
-        return [conv1, conv2, conv3, conv4, conv5]
+        skips, features = [], images
+        for start, stop in self._stage_bounds:
+            for layer in self.encoder[start + 1 : stop]:
+                features = layer(features)
+            skips.append(features)
+            features = self.encoder[stop](features)
+        return skips
 
 
 # Indices of VGG16's convolutions in `features`, grouped by resolution.
@@ -130,6 +158,7 @@ class UNet16(_VGGUNet):
         self.dec2 = DecoderBlockV2(128 + f * 2, f * 2 * 2, f, is_deconv)
         self.dec1 = ConvRelu(64 + f, f)
         self.final = nn.Conv2d(f, num_classes, kernel_size=1)
+        init_decoder(self.decoder_modules())
 
     def encode(self, images: Tensor) -> list[Tensor]:
         conv1 = self.conv1(images)
@@ -148,8 +177,8 @@ class UNet16(_VGGUNet):
         size_multiple=UNet11.size_multiple,
     )
 )
-def unet11(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32) -> UNet11:
-    return UNet11(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters)
+def unet11(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, batch_norm: bool = False) -> UNet11:
+    return UNet11(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters, batch_norm=batch_norm)
 
 
 @register_model(
