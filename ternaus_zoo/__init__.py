@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ternaus_zoo.registry import ModelInfo, create_model, get_model_info, list_models, register_model
+from ternaus_zoo.models.factory import create_model, get_model_info, list_models
+from ternaus_zoo.registry import ModelInfo, register_model
 from ternaus_zoo.weights import EncoderWeights, WeightsError, load_weights
 
 __version__ = "0.1.0"

@@ -1,22 +1,22 @@
-"""One registry for every model of the zoo: ``create_model``, ``list_models``, ``register_model``.
+"""The registry of model builders: :func:`register_model` and :class:`ModelInfo`.
 
-Builders are small functions decorated with :func:`register_model` (as in timm). Each registered
-name carries a :class:`ModelInfo` that the data pipeline, padding and inference read, so that no
-statistic or size multiple is written twice.
+Builders are small functions decorated with :func:`register_model` (as in timm), each beside its family
+in ``ternaus_zoo/models/``. Each registered name carries a :class:`ModelInfo` that the data pipeline,
+padding and inference read, so that no statistic or size multiple is written twice. This module imports
+no model: ``ternaus_zoo.models`` (``create_model``, ``list_models``, ``get_model_info``) imports the
+families, whose decorators fill the registry.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
-import os
+import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
-
-from ternaus_zoo.weights import load_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -85,21 +85,11 @@ def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
     return decorator
 
 
-def _ensure_families_imported() -> None:
-    # Importing the models package runs every family's @register_model.
-    import ternaus_zoo.models  # noqa: F401
+def registered(name: str) -> tuple[Builder, ModelInfo]:
+    """The builder and :class:`ModelInfo` registered under ``name``, with close names suggested when unknown.
 
-
-def list_models(pattern: str = "*", task: Task | None = None) -> list[str]:
-    """Sorted registered names matching the shell-style ``pattern`` (and ``task`` if given)."""
-    _ensure_families_imported()
-    return sorted(
-        name for name, info in _INFOS.items() if fnmatch.fnmatch(name, pattern) and (task is None or info.task == task)
-    )
-
-
-def _lookup(name: str) -> tuple[Builder, ModelInfo]:
-    _ensure_families_imported()
+    Only the families already imported are known here; :func:`ternaus_zoo.models.create_model` imports them all.
+    """
     if name not in _BUILDERS:
         close = [known for known in _BUILDERS if name.lower() in known.lower() or known.lower() in name.lower()]
         hint = f" Did you mean {close}?" if close else ""
@@ -107,44 +97,21 @@ def _lookup(name: str) -> tuple[Builder, ModelInfo]:
     return _BUILDERS[name], _INFOS[name]
 
 
-def get_model_info(name: str) -> ModelInfo:
-    """The registered :class:`ModelInfo` of ``name`` (before any build-time options)."""
-    return _lookup(name)[1]
+def registered_infos() -> dict[str, ModelInfo]:
+    """Every registered name and its :class:`ModelInfo` (of the families imported so far)."""
+    return dict(_INFOS)
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: int = 1,
-    in_channels: int = 3,
-    weights: str | os.PathLike | None = None,
-    **kwargs,
-) -> nn.Module:
-    """Build a registered model.
+_MOVED_TO_FACTORY = ("create_model", "get_model_info", "list_models")
 
-    Args:
-        name: a name from :func:`list_models`, e.g. ``"unet11"`` or ``"smp.Unet"``.
-        num_classes: output channels (segmentation) or classes (classification).
-        in_channels: input channels; pretrained first convolutions are adapted.
-        weights: ``None`` (random init), ``"imagenet"`` (torchvision weights, cached under
-            ``TORCH_HOME``) or a path to a local checkpoint (full model, encoder only, original
-            TernausNet or Lightning checkpoint).
-        kwargs: the family's own options (for example ``num_filters`` or ``encoder_name``).
 
-    Returns:
-        An ``nn.Module`` whose ``info`` attribute is its :class:`ModelInfo`. Segmentation models map
-        ``(B, in_channels, H, W)`` to logits ``(B, num_classes, H, W)``.
-    """
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    builder, info = _lookup(name)
-    model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
-    load_weights(model, weights)
-    model.info = dataclasses.replace(
-        info.for_channels(in_channels),
-        num_classes=num_classes,
-        size_multiple=getattr(model, "size_multiple", info.size_multiple),
-    )
-    return model
+def __getattr__(name: str) -> Any:
+    # Deprecated: these moved to ternaus_zoo.models, so that the registry imports no model family.
+    if name in _MOVED_TO_FACTORY:
+        warnings.warn(
+            f"ternaus_zoo.registry.{name} moved to ternaus_zoo.models.{name} (also ternaus_zoo.{name})",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module("ternaus_zoo.models.factory"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,9 @@
-"""Model families; importing this package registers every model."""
+"""Model families and the factory over them; importing this package registers every model."""
 
 from ternaus_zoo.models.albunet import AlbuNet, albunet34
 from ternaus_zoo.models.aux_resnet import AuxResNet, aux_resnet18, aux_resnet34, aux_resnet50
 from ternaus_zoo.models.base import SegmentationModel, crop_padding, pad_to_multiple
+from ternaus_zoo.models.factory import create_model, get_model_info, list_models
 from ternaus_zoo.models.gapnet import (
     GAPNet,
     GapNetPL,
@@ -34,13 +35,16 @@ __all__ = [
     "aux_resnet18",
     "aux_resnet34",
     "aux_resnet50",
+    "create_model",
     "crop_padding",
     "gapnet_pl",
     "gapnet_resnet18",
     "gapnet_resnet34",
     "gapnet_vgg11",
     "gapnet_vgg16",
+    "get_model_info",
     "linknet34",
+    "list_models",
     "pad_to_multiple",
     "unet",
     "unet11",

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from ternaus_zoo.models.base import SegmentationModel
 from ternaus_zoo.models.blocks import ConvRelu, DecoderBlockV2
-from ternaus_zoo.models.encoders import resnet_encoder, resnet_encoder_weights, resnet_stages
+from ternaus_zoo.models.encoders import RESNET_WIDTHS, resnet_encoder, resnet_encoder_weights, resnet_stages
 from ternaus_zoo.registry import ModelInfo, register_model
 
 
@@ -39,6 +39,7 @@ class AlbuNet(SegmentationModel):
             raise ValueError(f"AlbuNet takes a resnet18 or resnet34 encoder, got {encoder_name!r}")
         self.encoder_weights = resnet_encoder_weights(encoder_name)
         self.encoder = resnet_encoder(encoder_name, in_channels)
+        self.encoder_channels = RESNET_WIDTHS[encoder_name]
         self.pool = nn.MaxPool2d(2, 2)
         f = num_filters
         self.center = DecoderBlockV2(512, f * 8 * 2, f * 8, is_deconv)
@@ -68,5 +69,13 @@ class AlbuNet(SegmentationModel):
         size_multiple=AlbuNet.size_multiple,
     )
 )
-def albunet34(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False) -> AlbuNet:
+def albunet34(*, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False) -> AlbuNet:
+    """AlbuNet34 (Shvets, Iglovikov et al., arXiv:1803.01207): a ResNet34 encoder and a TernausNet decoder.
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+        num_filters: decoder width (32).
+        is_deconv: transposed convolutions instead of bilinear upsampling.
+    """
     return AlbuNet(num_classes, in_channels, num_filters=num_filters, is_deconv=is_deconv)

@@ -62,7 +62,7 @@ class AuxResNet(nn.Module):
         self.in_channels = in_channels
         self.aux_stage = aux_stage
         self._aux_index, self.aux_stride = AUX_STAGES[aux_stage]
-        widths = RESNET_WIDTHS[encoder_name]
+        self.encoder_channels = widths = RESNET_WIDTHS[encoder_name]
         self.encoder_weights = resnet_encoder_weights(encoder_name)
         self.encoder = resnet_encoder(encoder_name, in_channels)
         self.fc = nn.Linear(widths[-1], num_classes)
@@ -79,7 +79,7 @@ class AuxResNet(nn.Module):
         return logits, self.aux_head(stages[self._aux_index])
 
 
-def _info(name: str, encoder_name: str) -> ModelInfo:
+def _info(name: str, encoder_name: str, pretrained: tuple[str, ...] = ("imagenet",)) -> ModelInfo:
     return ModelInfo(
         name=name,
         task="classification",
@@ -88,19 +88,37 @@ def _info(name: str, encoder_name: str) -> ModelInfo:
             "Atlas 4th place; Ouyang et al., Nature Methods 2019)"
         ),
         size_multiple=AuxResNet.size_multiple,
+        pretrained=pretrained,
     )
 
 
+def _build(encoder_name: str, num_classes: int, in_channels: int, aux_stage: str) -> AuxResNet:
+    return AuxResNet(num_classes, in_channels, encoder_name=encoder_name, aux_stage=aux_stage)
+
+
+_BUILDER_DOC = """A {encoder} classifier with an auxiliary segmentation head (Ouyang et al., Nature Methods 2019).
+
+    Args:
+        num_classes: classes (one logit and one auxiliary map each).
+        in_channels: input channels (4 for RGBY microscopy).
+        aux_stage: the stage the auxiliary head reads (``"layer2"``, stride 8).
+    """
+
+
 @register_model(_info("aux_resnet18", "ResNet18"))
-def aux_resnet18(num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
-    return AuxResNet(num_classes, in_channels, encoder_name="resnet18", aux_stage=aux_stage)
+def aux_resnet18(*, num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
+    return _build("resnet18", num_classes, in_channels, aux_stage)
 
 
 @register_model(_info("aux_resnet34", "ResNet34"))
-def aux_resnet34(num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
-    return AuxResNet(num_classes, in_channels, encoder_name="resnet34", aux_stage=aux_stage)
+def aux_resnet34(*, num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
+    return _build("resnet34", num_classes, in_channels, aux_stage)
 
 
-@register_model(_info("aux_resnet50", "ResNet50"))
-def aux_resnet50(num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
-    return AuxResNet(num_classes, in_channels, encoder_name="resnet50", aux_stage=aux_stage)
+@register_model(_info("aux_resnet50", "ResNet50", pretrained=("imagenet", "imagenet1k_v1", "imagenet1k_v2")))
+def aux_resnet50(*, num_classes: int = 1, in_channels: int = 3, aux_stage: str = "layer2") -> AuxResNet:
+    return _build("resnet50", num_classes, in_channels, aux_stage)
+
+
+for _builder, _encoder in ((aux_resnet18, "ResNet18"), (aux_resnet34, "ResNet34"), (aux_resnet50, "ResNet50")):
+    _builder.__doc__ = _BUILDER_DOC.format(encoder=_encoder)

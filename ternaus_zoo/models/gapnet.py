@@ -136,6 +136,11 @@ class GAPNet(nn.Module):
             )
         self.head = GAPHead(self.block_widths, num_classes, dropout=dropout, hidden=hidden)
 
+    @property
+    def encoder_channels(self) -> tuple[int, ...]:
+        """The widths of the pooled blocks (the encoder contract's name for ``block_widths``)."""
+        return tuple(self.block_widths)
+
     def blocks(self, images: Tensor) -> list[Tensor]:
         """The feature map of every block, ``[(B, C_i, H_i, W_i)]`` with ``C_i`` = ``block_widths[i]``."""
         if self.encoder_name in VGG_ENCODERS:
@@ -204,6 +209,13 @@ class GapNetPL(nn.Module):
         self.head = GAPHead(self.block_widths, num_classes, dropout=dropout, hidden=hidden, activation="selu")
         lecun_normal_(self)
 
+    encoder_channels = block_widths
+
+    @property
+    def encoder(self) -> nn.Sequential:
+        """The three convolution blocks (a view: the parameters live under ``block1`` ... ``block3``)."""
+        return nn.Sequential(self.block1, self.block2, self.block3)
+
     def blocks(self, images: Tensor) -> list[Tensor]:
         """The three block outputs: ``(B, 32, H/4, W/4)``, ``(B, 64, H/16, W/16)``, ``(B, 128, H/16, W/16)``
         (sizes rounded up)."""
@@ -226,32 +238,63 @@ def _gapnet_info(name: str, encoder: str, widths: str) -> ModelInfo:
     )
 
 
+_GAPNET_DOC = """GAPNet on {encoder} ({paper}): every block globally average pooled into one head.
+
+    Args:
+        num_classes: classes.
+        in_channels: input channels (ImageNet weights adapt the first convolution).
+        dropout: dropout before the head's linear layers.
+        hidden: widths of hidden fully connected layers; ``None``: one linear layer.
+    """
+
+
+def _gapnet(encoder_name: str, num_classes: int, in_channels: int, dropout: float, hidden) -> GAPNet:
+    return GAPNet(num_classes, in_channels, encoder_name=encoder_name, dropout=dropout, hidden=hidden)
+
+
 @register_model(_gapnet_info("gapnet_vgg11", "VGG11", "64+128+256+512+512"))
 def gapnet_vgg11(
-    num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
+    *, num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
 ) -> GAPNet:
-    return GAPNet(num_classes, in_channels, encoder_name="vgg11", dropout=dropout, hidden=hidden)
+    return _gapnet("vgg11", num_classes, in_channels, dropout, hidden)
 
 
 @register_model(_gapnet_info("gapnet_vgg16", "VGG16", "64+128+256+512+512"))
 def gapnet_vgg16(
-    num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
+    *, num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
 ) -> GAPNet:
-    return GAPNet(num_classes, in_channels, encoder_name="vgg16", dropout=dropout, hidden=hidden)
+    return _gapnet("vgg16", num_classes, in_channels, dropout, hidden)
 
 
 @register_model(_gapnet_info("gapnet_resnet18", "ResNet18 (stem, layer1-4)", "64+64+128+256+512"))
 def gapnet_resnet18(
-    num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
+    *, num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
 ) -> GAPNet:
-    return GAPNet(num_classes, in_channels, encoder_name="resnet18", dropout=dropout, hidden=hidden)
+    return _gapnet("resnet18", num_classes, in_channels, dropout, hidden)
 
 
 @register_model(_gapnet_info("gapnet_resnet34", "ResNet34 (stem, layer1-4)", "64+64+128+256+512"))
 def gapnet_resnet34(
-    num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
+    *, num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
 ) -> GAPNet:
-    return GAPNet(num_classes, in_channels, encoder_name="resnet34", dropout=dropout, hidden=hidden)
+    return _gapnet("resnet34", num_classes, in_channels, dropout, hidden)
+
+
+@register_model(_gapnet_info("gapnet", "ResNet34 (stem, layer1-4; the default GAPNet)", "64+64+128+256+512"))
+def gapnet(
+    *, num_classes: int = 1, in_channels: int = 3, dropout: float = 0.5, hidden: int | Sequence[int] | None = None
+) -> GAPNet:
+    return _gapnet("resnet34", num_classes, in_channels, dropout, hidden)
+
+
+for _builder, _encoder in (
+    (gapnet_vgg11, "VGG11"),
+    (gapnet_vgg16, "VGG16"),
+    (gapnet_resnet18, "ResNet18"),
+    (gapnet_resnet34, "ResNet34"),
+    (gapnet, "ResNet34 (the default GAPNet)"),
+):
+    _builder.__doc__ = _GAPNET_DOC.format(encoder=_encoder, paper=HPA_PAPER)
 
 
 @register_model(
@@ -267,9 +310,18 @@ def gapnet_resnet34(
     )
 )
 def gapnet_pl(
+    *,
     num_classes: int = 1,
     in_channels: int = 3,
     dropout: float = 0.3,
     hidden: int | Sequence[int] | None = (256, 256),
 ) -> GapNetPL:
+    """GapNet-PL (Rumetshofer et al., ICLR 2019): a SELU network trained from scratch.
+
+    Args:
+        num_classes: classes.
+        in_channels: input channels.
+        dropout: alpha-dropout probability in the head.
+        hidden: widths of the hidden fully connected layers.
+    """
     return GapNetPL(num_classes, in_channels, dropout=dropout, hidden=hidden)

@@ -41,7 +41,8 @@ class LinkNet(SegmentationModel):
         super().__init__(in_channels, num_classes)
         self.encoder_weights = resnet_encoder_weights(encoder_name)
         self.encoder = resnet_encoder(encoder_name, in_channels)
-        _, c1, c2, c3, c4 = RESNET_WIDTHS[encoder_name]
+        self.encoder_channels = RESNET_WIDTHS[encoder_name]
+        _, c1, c2, c3, c4 = self.encoder_channels
         self.decoder4 = LinkNetDecoderBlock(c4, c3)
         self.decoder3 = LinkNetDecoderBlock(c3, c2)
         self.decoder2 = LinkNetDecoderBlock(c2, c1)
@@ -70,5 +71,11 @@ class LinkNet(SegmentationModel):
         size_multiple=LinkNet.size_multiple,
     )
 )
-def linknet34(num_classes: int = 1, in_channels: int = 3) -> LinkNet:
+def linknet34(*, num_classes: int = 1, in_channels: int = 3) -> LinkNet:
+    """LinkNet34 (Chaurasia & Culurciello, arXiv:1707.03718): a ResNet34 encoder whose skips are added.
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+    """
     return LinkNet(num_classes, in_channels, encoder_name="resnet34")

@@ -9,7 +9,7 @@ offline rules) for the torchvision-backed encoders (ResNets and VGGs).
 from __future__ import annotations
 
 import segmentation_models_pytorch as smp
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
 from ternaus_zoo.models.base import SegmentationModel
@@ -44,15 +44,31 @@ class SmpSegmentationModel(SegmentationModel):
         self.size_multiple = self.smp_model.encoder.output_stride
         self.encoder_weights = _torchvision_encoder_weights(encoder_name)
 
+    @property
+    def encoder(self) -> nn.Module:
+        """smp's encoder (its parameters live under ``smp_model.encoder``)."""
+        return self.smp_model.encoder
+
+    @property
+    def encoder_channels(self) -> tuple[int, ...]:
+        """The widths of the encoder's stages, shallow to deep (smp's ``out_channels`` without the input's)."""
+        return tuple(self.smp_model.encoder.out_channels[1:])
+
     def forward_padded(self, images: Tensor) -> Tensor:
         return self.smp_model(images)
 
 
 def _register(architecture: str) -> None:
-    def build(num_classes: int = 1, in_channels: int = 3, encoder_name: str = "resnet34", **kwargs):
+    def build(*, num_classes: int = 1, in_channels: int = 3, encoder_name: str = "resnet34", **kwargs):
         return SmpSegmentationModel(architecture, num_classes, in_channels, encoder_name, **kwargs)
 
     build.__name__ = build.__qualname__ = f"smp_{architecture.lower()}"
+    build.__doc__ = (
+        f"segmentation-models-pytorch ``{architecture}`` (see smp's documentation for its paper and options).\n\n"
+        "    Args:\n        num_classes: output channels.\n        in_channels: input channels.\n"
+        "        encoder_name: any smp encoder (``resnet34``).\n        kwargs: smp's own arguments "
+        "(``encoder_weights`` defaults to ``None``; use ``weights=`` of ``create_model`` instead).\n"
+    )
     register_model(
         ModelInfo(
             name=f"smp.{architecture}",

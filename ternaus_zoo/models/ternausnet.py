@@ -61,6 +61,9 @@ class _VGGUNet(SegmentationModel):
         return self.final(dec1)
 
 
+VGG_STAGE_WIDTHS = (64, 128, 256, 512, 512)
+
+
 class UNet11(_VGGUNet):
     """TernausNet: VGG11 encoder, ``DecoderBlock`` decoder (transposed convolutions, k=3).
 
@@ -74,6 +77,7 @@ class UNet11(_VGGUNet):
     """
 
     size_multiple = 32
+    encoder_channels = VGG_STAGE_WIDTHS
 
     def __init__(
         self, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, batch_norm: bool = False
@@ -89,13 +93,12 @@ class UNet11(_VGGUNet):
         self.encoder = _vgg_features(vgg11_bn if batch_norm else vgg11, in_channels)
         # The encoder's stages: the layers between its max-pools.
         pools = [index for index, layer in enumerate(self.encoder) if isinstance(layer, nn.MaxPool2d)]
-        self._stage_bounds = list(zip([-1, *pools[:-1]], pools))
+        self._stage_bounds = list(zip([-1, *pools[:-1]], pools, strict=True))
         if not batch_norm:
             # The original's attribute names, aliasing the encoder's layers, so its state dicts load strictly.
             self.relu = self.encoder[1]
-            for name, index in zip(
-                ("conv1", "conv2", "conv3s", "conv3", "conv4s", "conv4", "conv5s", "conv5"), (0, 3, 6, 8, 11, 13, 16, 18)
-            ):
+            names = ("conv1", "conv2", "conv3s", "conv3", "conv4s", "conv4", "conv5s", "conv5")
+            for name, index in zip(names, (0, 3, 6, 8, 11, 13, 16, 18), strict=True):
                 setattr(self, name, self.encoder[index])
 
         f = num_filters
@@ -133,6 +136,7 @@ class UNet16(_VGGUNet):
     """
 
     size_multiple = 32
+    encoder_channels = VGG_STAGE_WIDTHS
     encoder_weights = EncoderWeights(
         imagenet=VGG16_Weights.IMAGENET1K_V1, source_prefix="features.", ignored_prefixes=("classifier.",)
     )
@@ -169,15 +173,27 @@ class UNet16(_VGGUNet):
         return [conv1, conv2, conv3, conv4, conv5]
 
 
+TERNAUSNET_PAPER = "Iglovikov & Shvets, TernausNet, arXiv:1801.05746"
+
+
 @register_model(
     ModelInfo(
         name="unet11",
         task="segmentation",
-        description="TernausNet: U-Net with a VGG11 encoder (arXiv:1801.05746)",
+        description=f"TernausNet: U-Net with a VGG11 encoder ({TERNAUSNET_PAPER})",
         size_multiple=UNet11.size_multiple,
     )
 )
-def unet11(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, batch_norm: bool = False) -> UNet11:
+def unet11(*, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, batch_norm: bool = False) -> UNet11:
+    """TernausNet UNet11 (arXiv:1801.05746): a VGG11 encoder and a decoder of transposed convolutions.
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+        num_filters: decoder width (32 in the paper).
+        batch_norm: VGG11-BN encoder and a batch-norm decoder (trains from scratch; ``weights="imagenet"``
+            then loads ``vgg11_bn``); ``False`` keeps the original architecture and its checkpoints.
+    """
     return UNet11(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters, batch_norm=batch_norm)
 
 
@@ -185,9 +201,17 @@ def unet11(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, ba
     ModelInfo(
         name="unet16",
         task="segmentation",
-        description="TernausNet: U-Net with a VGG16 encoder",
+        description=f"TernausNet: U-Net with a VGG16 encoder ({TERNAUSNET_PAPER})",
         size_multiple=UNet16.size_multiple,
     )
 )
-def unet16(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False) -> UNet16:
+def unet16(*, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, is_deconv: bool = False) -> UNet16:
+    """TernausNet UNet16 (arXiv:1801.05746): a VGG16 encoder, a bilinear (or transposed-convolution) decoder.
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+        num_filters: decoder width (32).
+        is_deconv: transposed convolutions (k=4) instead of bilinear upsampling.
+    """
     return UNet16(num_classes=num_classes, in_channels=in_channels, num_filters=num_filters, is_deconv=is_deconv)

@@ -33,6 +33,7 @@ class UNet(SegmentationModel):
             raise ValueError(f"depth must be >= 2, got {depth}")
         self.size_multiple = 2 ** (depth - 1)
         widths = [num_filters * 2**level for level in range(depth)]
+        self.encoder_channels = tuple(widths)
         self.encoder = nn.ModuleList(
             DoubleConv(in_channels if level == 0 else widths[level - 1], widths[level]) for level in range(depth)
         )
@@ -64,5 +65,13 @@ class UNet(SegmentationModel):
         pretrained=(),
     )
 )
-def unet(num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, depth: int = 5) -> UNet:
+def unet(*, num_classes: int = 1, in_channels: int = 3, num_filters: int = 32, depth: int = 5) -> UNet:
+    """A plain U-Net (Ronneberger et al., MICCAI 2015, arXiv:1505.04597) with batch norm, from scratch.
+
+    Args:
+        num_classes: output channels.
+        in_channels: input channels.
+        num_filters: width of the first stage (32).
+        depth: number of resolutions (5: inputs padded to multiples of 16).
+    """
     return UNet(num_classes, in_channels, num_filters=num_filters, depth=depth)

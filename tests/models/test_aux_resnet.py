@@ -26,7 +26,9 @@ def test_registered_as_classifiers():
     for name in NAMES:
         info = get_model_info(name)
         assert info.task == "classification" and info.size_multiple == 1
-        assert info.pretrained == ("imagenet",)
+        # torchvision has two ImageNet weights of ResNet50 only
+        tags = ("imagenet", "imagenet1k_v1", "imagenet1k_v2") if name == "aux_resnet50" else ("imagenet",)
+        assert info.pretrained == tags
         assert "Protein Atlas" in info.description
 
 

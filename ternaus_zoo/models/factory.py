@@ -1,0 +1,71 @@
+"""``create_model``, ``list_models`` and ``get_model_info`` over every family of the zoo.
+
+This module imports every family (each registers its builders on import) and then asks the registry;
+the registry itself imports no model, so the arrows run one way: factory -> families -> registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import os
+
+from torch import nn
+
+# Importing the families runs their @register_model decorators.
+from ternaus_zoo.models import albunet, aux_resnet, gapnet, linknet, smp_adapter, ternausnet, unet  # noqa: F401
+from ternaus_zoo.registry import ModelInfo, Task, registered, registered_infos
+from ternaus_zoo.weights import load_weights
+
+
+def list_models(pattern: str = "*", task: Task | None = None) -> list[str]:
+    """Sorted registered names matching the shell-style ``pattern`` (and ``task`` if given)."""
+    return sorted(
+        name
+        for name, info in registered_infos().items()
+        if fnmatch.fnmatch(name, pattern) and (task is None or info.task == task)
+    )
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The registered :class:`ModelInfo` of ``name`` (before any build-time options)."""
+    return registered(name)[1]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1,
+    in_channels: int = 3,
+    weights: str | os.PathLike | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a name from :func:`list_models`, e.g. ``"unet11"`` or ``"smp.Unet"``.
+        num_classes: output channels (segmentation) or classes (classification).
+        in_channels: input channels; pretrained first convolutions are adapted.
+        weights: ``None`` (random init), a pretrained tag (``"imagenet"``, or a torchvision weights name
+            such as ``"imagenet1k_v2"``; cached under ``TORCH_HOME``) or a path to a local checkpoint
+            (full model, encoder only, original TernausNet or Lightning checkpoint).
+        kwargs: the family's own options (for example ``num_filters`` or ``encoder_name``).
+
+    Returns:
+        An ``nn.Module`` whose ``info`` attribute is its :class:`ModelInfo`. Segmentation models map
+        ``(B, in_channels, H, W)`` to logits ``(B, num_classes, H, W)``.
+    """
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    builder, info = registered(name)
+    model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    load_weights(model, weights)
+    # The registered info describes the builder's defaults; an smp encoder or a U-Net depth changes the multiple.
+    model.info = dataclasses.replace(
+        info.for_channels(in_channels),
+        num_classes=num_classes,
+        size_multiple=getattr(model, "size_multiple", info.size_multiple),
+    )
+    return model
