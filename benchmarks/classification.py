@@ -36,11 +36,11 @@ import torch
 
 from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
 from ternaus_zoo.cli_classification import main as cli
-from ternaus_zoo.data import contiguous_groups, save_folds
+from ternaus_zoo.data import ClassificationDataModule, contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
-from ternaus_zoo.data.multilabel import ClassificationDataModule
 from ternaus_zoo.metrics.classification import multilabel_fbeta, multilabel_recall
 from ternaus_zoo.training.classification import ClassificationModule
+from ternaus_zoo.weights import load_container
 
 RUNS = ROOT / "runs" / "benchmarks" / "classification"
 OUTPUT = RESULTS / "classification.md"
@@ -210,7 +210,7 @@ def train(row: Row, folds: Path | None) -> dict:
     fit_seconds = time.perf_counter() - started
 
     best = sorted((run / "log" / "checkpoints").glob("best-*.ckpt"))[-1]
-    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    checkpoint = load_container(best)
     module = ClassificationModule.load_from_checkpoint(best, map_location="cpu")
     data = datamodule(row, folds)
     started = time.perf_counter()

@@ -34,7 +34,7 @@ from ternaus_zoo.precision import fast_precision
 
 def pytorch_default_decoder(model: nn.Module) -> nn.Module:
     """UNet11 as it was before the He initialisation of its decoder: PyTorch's default init."""
-    for module in model.decoder_modules() + [model.final]:
+    for module in [*model.decoder_modules(), model.final]:
         for layer in module.modules():
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
                 layer.reset_parameters()
@@ -47,7 +47,10 @@ VARIANTS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
         lambda: pytorch_default_decoder(create_model("unet11")),
     ),
     "unet11_he_init": ("UNet11, He-initialised decoder (the new default)", lambda: create_model("unet11")),
-    "unet11_bn": ("UNet11, batch_norm=True (VGG11-BN encoder, BN decoder)", lambda: create_model("unet11", batch_norm=True)),
+    "unet11_bn": (
+        "UNet11, batch_norm=True (VGG11-BN encoder, BN decoder)",
+        lambda: create_model("unet11", batch_norm=True),
+    ),
     "unet": ("reference: plain U-Net with batch norm (32 filters)", lambda: create_model("unet", num_filters=32)),
 }
 
@@ -84,7 +87,7 @@ def train(model: nn.Module, loader: DataLoader, steps: int, lr: float) -> list[f
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if len(losses) == steps:
                 break
     return losses
@@ -113,7 +116,9 @@ def main() -> None:
                 transform=train_transforms(info, options.size),
             )
             generator = torch.Generator().manual_seed(seed)
-            loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, drop_last=True, generator=generator)
+            loader = DataLoader(
+                dataset, batch_size=options.batch_size, shuffle=True, drop_last=True, generator=generator
+            )
             model = build().to(memory_format=torch.channels_last)
             spread = logit_spread(model, next(iter(loader))["image"])
             start = time.perf_counter()
@@ -153,10 +158,30 @@ def write(rows: dict[str, dict], options: argparse.Namespace) -> None:
         )
     any_row = next(iter(rows.values()))
     trivial = [
-        [name, "-", "-", "-", "-", any_row[f"{name}/dice"], any_row[f"{name}/iou"], any_row[f"{name}/dice_per_image"], "-"]
+        [
+            name,
+            "-",
+            "-",
+            "-",
+            "-",
+            any_row[f"{name}/dice"],
+            any_row[f"{name}/iou"],
+            any_row[f"{name}/dice_per_image"],
+            "-",
+        ]
         for name in ("all background", "all foreground")
     ]
-    header = ["variant", "seed", "logit std at init", "loss (first 20)", "loss (last 20)", "Dice", "IoU", "per-image Dice", "min"]
+    header = [
+        "variant",
+        "seed",
+        "logit std at init",
+        "loss (first 20)",
+        "loss (last 20)",
+        "Dice",
+        "IoU",
+        "per-image Dice",
+        "min",
+    ]
     text = "\n\n".join(
         [
             "# UNet11 from scratch: what stops it learning (kvasir-seg)",

@@ -26,6 +26,7 @@ _LAZY = {
     "Ensemble": "ternaus_zoo.inference",
     "SlidingWindowPredictor": "ternaus_zoo.inference",
     "model_from_checkpoint": "ternaus_zoo.inference",
+    "from_pretrained": "ternaus_zoo.inference",
 }
 
 __all__ = [

@@ -21,12 +21,12 @@ import yaml
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.tuner import Tuner
 
+from ternaus_zoo.bagging import FoldRun, assemble, fold_logger_config, train_bag
+from ternaus_zoo.cli_inference import _takes_predict_ensemble, export, predict_ensemble
 from ternaus_zoo.data import SegmentationDataModule
-from ternaus_zoo.inference import MaskWriter, export_onnx, export_torchscript
-from ternaus_zoo.inference.predict import TTA_CHOICES, load_predictor, predict_folder, prediction_spec
+from ternaus_zoo.inference import MaskWriter
 from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.training import SegmentationModule
-from ternaus_zoo.training.bagging import FoldRun, assemble, fold_logger_config, train_bag
 from ternaus_zoo.training.demo import run_demo
 
 USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo} ...
@@ -136,7 +136,7 @@ def _resolved_config(cli: LightningCLI) -> dict[str, Any]:
 def bag(args: Sequence[str]) -> dict[str, Any] | None:
     """``ternaus-zoo bag --config X --folds K [--bag_dir D] [--only_fold k ...] [--assemble] [--bootstrap]``.
 
-    Trains the unfinished folds (all, or ``--only_fold``) with :func:`ternaus_zoo.training.bagging.train_bag`,
+    Trains the unfinished folds (all, or ``--only_fold``) with :func:`ternaus_zoo.bagging.train_bag`,
     each from ``build_cli(args + --data.fold=k --data.n_folds=K --trainer.logger=<fold k's loggers>)``,
     and writes ``<bag_dir>/manifest.json`` once every fold is done; ``--assemble`` only writes the
     manifest, from the finished folds. Returns the manifest when one was written.
@@ -188,128 +188,6 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     elif options.only_fold is not None:
         print(f"bag: folds {options.only_fold} done; write the manifest with `ternaus-zoo bag ... --assemble`")
     return manifest
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("null", "none", "0") else int(text)
-
-
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    """Options choosing the models and their wrapping, shared by ``predict --manifest`` and ``export``."""
-    parser.add_argument("--ckpt_path", action="append", default=[], help="a checkpoint (repeat for an ensemble)")
-    parser.add_argument("--manifest", default=None, help="a bagging manifest (ternaus-zoo bag)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="the manifest's checkpoints")
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
-    parser.add_argument("--reduction", choices=("mean", "geometric_mean"), default="mean", help="ensemble mean")
-
-
-PREDICT_ROUTE = ("--manifest", "--tta", "--tile_size", "--tile_overlap")
-
-
-def _takes_predict_ensemble(args: Sequence[str]) -> bool:
-    """``predict`` arguments that LightningCLI's predict does not know, or several checkpoints."""
-    names = [arg.split("=", 1)[0] for arg in args]
-    return any(name in PREDICT_ROUTE for name in names) or names.count("--ckpt_path") > 1
-
-
-def predict_ensemble(args: Sequence[str]) -> list[Path]:
-    """``ternaus-zoo predict (--ckpt_path X ... | --manifest M) [--tta d4] [--tile_size N --tile_overlap f]
-    --data.predict_dir=IN --writer.output_dir=OUT``: masks at each image's original size.
-
-    The LightningCLI spellings ``--data.predict_dir``, ``--data.val_size``, ``--data.num_workers``,
-    ``--writer.output_dir``, ``--writer.threshold``, ``--writer.save_probabilities`` and
-    ``--trainer.accelerator`` are accepted (``--data.dataset``/``--data.data_root`` too, unused), so adding
-    ``--tta d4`` to a predict command keeps it working. ``--writer.threshold=oof`` takes the manifest's
-    OOF-tuned threshold; the default is the manifest's (or the checkpoint's) threshold. ``val_size``
-    defaults to the checkpoint's evaluation size. Returns the mask files.
-    """
-    parser = argparse.ArgumentParser(prog="ternaus-zoo predict", description=predict_ensemble.__doc__)
-    _model_options(parser)
-    parser.add_argument("--tile_size", type=int, default=None, help="predict in tiles of this side")
-    parser.add_argument("--tile_overlap", type=float, default=0.25)
-    parser.add_argument("--tile_batch_size", type=int, default=4)
-    parser.add_argument("--data.predict_dir", "--input", dest="input", required=True, help="folder of images")
-    parser.add_argument("--data.val_size", "--val_size", dest="val_size", type=_optional_int, default=-1)
-    parser.add_argument("--data.num_workers", "--num_workers", dest="num_workers", type=int, default=0)
-    parser.add_argument("--writer.output_dir", "--output", dest="output", default="predictions")
-    parser.add_argument("--writer.threshold", "--threshold", dest="threshold", default=None, help="a number or oof")
-    parser.add_argument(
-        "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=_boolean,
-        nargs="?", const=True, default=False,
-    )  # fmt: skip
-    parser.add_argument("--trainer.accelerator", "--accelerator", dest="accelerator", default="auto")
-    parser.add_argument("--data.dataset", "--data.data_root", dest="unused", default=None, help=argparse.SUPPRESS)
-    options = parser.parse_args(args)
-    spec = prediction_spec(options.ckpt_path, options.manifest, options.checkpoint)
-    if options.threshold is None:
-        threshold = spec.threshold
-    elif options.threshold == "oof":
-        if spec.oof_threshold is None:
-            parser.error("--writer.threshold=oof needs a manifest with an OOF-tuned threshold (binary masks)")
-        threshold = spec.oof_threshold
-    else:
-        threshold = float(options.threshold)
-    val_size = spec.val_size if options.val_size == -1 else options.val_size
-    model = load_predictor(spec, options.tta, options.reduction)
-    written = predict_folder(
-        model,
-        options.input,
-        options.output,
-        val_size=val_size,
-        in_channels=spec.in_channels,
-        threshold=threshold,
-        save_probabilities=options.save_probabilities,
-        tile_size=options.tile_size,
-        tile_overlap=options.tile_overlap,
-        tile_batch_size=options.tile_batch_size,
-        accelerator=options.accelerator,
-        num_workers=options.num_workers,
-    )
-    print(
-        f"predict: {len(written)} masks in {options.output} ({len(spec.checkpoints)} model(s), tta {options.tta}, "
-        f"tiles {options.tile_size or 'none'}, val_size {val_size}, threshold {threshold:g})"
-    )
-    return written
-
-
-def export(args: Sequence[str]) -> float | None:
-    """``ternaus-zoo export (--ckpt_path X ... | --manifest M) [--tta d4] --format onnx|torchscript
-    --tile_size 512 --output model.onnx``: the model, or the ensemble with its TTA, as one graph taking
-    ``(batch, C, T, T)`` normalised tiles and returning probabilities (``--logits``: logits); checked
-    against PyTorch (onnxruntime for ONNX). Returns the largest difference found."""
-    parser = argparse.ArgumentParser(prog="ternaus-zoo export", description=export.__doc__)
-    _model_options(parser)
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    parser.add_argument("--tile_size", type=int, default=512, help="the fixed height and width T")
-    parser.add_argument("--output", required=True, help="the .onnx or .pt file")
-    parser.add_argument("--logits", action="store_true", help="return logits instead of probabilities")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference to PyTorch")
-    options = parser.parse_args(args)
-    spec = prediction_spec(options.ckpt_path, options.manifest, options.checkpoint)
-    model = load_predictor(spec, options.tta, options.reduction, probabilities=not options.logits)
-    if options.format == "onnx":
-        difference = export_onnx(
-            model, options.output, options.tile_size, spec.in_channels, options.opset, options.exporter,
-            atol=options.atol,
-        )  # fmt: skip
-    else:
-        difference = export_torchscript(model, options.output, options.tile_size, spec.in_channels, atol=options.atol)
-    print(
-        f"export: {options.output} ({options.format}, {len(spec.checkpoints)} model(s), tta {options.tta}, "
-        f"tile {options.tile_size}, {'logits' if options.logits else 'probabilities'}); "
-        f"largest difference to PyTorch {difference:.2g}"
-    )
-    return difference
 
 
 def demo(args: Sequence[str]) -> dict[str, float]:

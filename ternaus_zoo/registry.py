@@ -10,13 +10,13 @@ families, whose decorators fill the registry.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import nn
+
+from ternaus_zoo.deprecation import moved_names
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,7 +31,8 @@ class ModelInfo:
     ``size_multiple`` is the factor the input height and width must be divisible by (the model
     pads and crops back on its own; tiling and export use it to choose sizes). ``mean``/``std``
     are per-channel statistics of the pixel values scaled to [0, 1]; for ``in_channels`` other
-    than 3 they are extended with the mean of the RGB values.
+    than 3 they are extended with the mean of the RGB values. ``class_names`` and ``thresholds``
+    (one per class, tuned on validation data) are empty until a trained model carries them.
     """
 
     name: str
@@ -43,6 +44,21 @@ class ModelInfo:
     in_channels: int = 3
     num_classes: int = 1
     pretrained: tuple[str, ...] = ("imagenet",)
+    class_names: tuple[str, ...] = ()
+    thresholds: tuple[float, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists); :meth:`from_dict` reads it back."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelInfo:
+        """The info of :meth:`to_dict` (lists back to tuples); unknown keys are an error naming them."""
+        fields = {field.name: field for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown ModelInfo keys {unknown}; known: {sorted(fields)}")
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
     def for_channels(self, in_channels: int) -> ModelInfo:
         """The same info with mean/std adapted to ``in_channels`` (extra channels get the RGB mean)."""
@@ -102,16 +118,7 @@ def registered_infos() -> dict[str, ModelInfo]:
     return dict(_INFOS)
 
 
-_MOVED_TO_FACTORY = ("create_model", "get_model_info", "list_models")
-
-
-def __getattr__(name: str) -> Any:
-    # Deprecated: these moved to ternaus_zoo.models, so that the registry imports no model family.
-    if name in _MOVED_TO_FACTORY:
-        warnings.warn(
-            f"ternaus_zoo.registry.{name} moved to ternaus_zoo.models.{name} (also ternaus_zoo.{name})",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(importlib.import_module("ternaus_zoo.models.factory"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Deprecated: these moved to ternaus_zoo.models, so that the registry imports no model family.
+__getattr__ = moved_names(
+    __name__, dict.fromkeys(("create_model", "get_model_info", "list_models"), "ternaus_zoo.models.factory")
+)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import socket
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,15 +100,26 @@ def fetch_imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
         socket.setdefaulttimeout(previous_timeout)
 
 
-def _torch_load(path: Path) -> object:
+def load_container(path: str | os.PathLike) -> object:
+    """The object saved in a checkpoint file (a Lightning checkpoint dict, a state dict ...), on the CPU.
+
+    Always ``torch.load(weights_only=True)``: tensors, containers and plain Python values only. A file
+    that carries other pickled objects is refused (unpickling can run arbitrary code); any failure raises
+    :class:`WeightsError` naming the file.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):
-            raise
-    # Lightning checkpoints may pickle hyperparameter objects that the safe loader refuses.
-    warnings.warn(f"{path} holds Python objects; loading it with weights_only=False", stacklevel=3)
-    return torch.load(path, map_location="cpu", weights_only=False)
+        if "Unsupported global" in str(error):
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            raise WeightsError(
+                f"{path} carries pickled Python objects{f' ({found.group(1)})' if found else ''}, which ternaus_zoo "
+                "never unpickles (torch.load(weights_only=True)); save a plain state dict instead "
+                "(torch.save(model.state_dict(), path))"
+            ) from None
+        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
+    except Exception as error:
+        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -116,10 +127,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    try:
-        content = _torch_load(path)
-    except Exception as error:
-        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
+    content = load_container(path)
     for container_key in ("state_dict", "model", "model_state_dict"):
         if isinstance(content, Mapping) and isinstance(content.get(container_key), Mapping):
             content = content[container_key]
@@ -198,15 +206,34 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
     )
 
 
+def resolve_pretrained(spec: EncoderWeights, tag: str) -> WeightsEnum:
+    """The torchvision weights entry a pretrained ``tag`` names: ``"imagenet"`` is the family's default
+    (``spec.imagenet``), any other tag a member of the same enum, case-insensitive (``"imagenet1k_v2"``)."""
+    if tag == "imagenet":
+        return spec.imagenet
+    members = type(spec.imagenet)
+    try:
+        return members[tag.upper()]
+    except KeyError:
+        known = ["imagenet", *(member.name.lower() for member in members)]
+        raise WeightsError(f"unknown pretrained weights {tag!r} for this encoder; choose one of {known}") from None
+
+
+def is_pretrained_tag(weights: str | os.PathLike) -> bool:
+    """``True`` for a tag such as ``"imagenet"`` or ``"imagenet1k_v2"``, ``False`` for a path (or an existing file)."""
+    return isinstance(weights, str) and weights.lower().startswith("imagenet") and not Path(weights).exists()
+
+
 def load_weights(model: nn.Module, weights: str | os.PathLike | None) -> nn.Module:
-    """Apply ``weights`` (``None``, ``"imagenet"`` or a path) to ``model`` in place and return it."""
+    """Apply ``weights`` (``None``, a pretrained tag or a path) to ``model`` in place and return it."""
     if weights is None:
         return model
-    if weights == "imagenet":
+    if is_pretrained_tag(weights):
         spec: EncoderWeights | None = getattr(model, "encoder_weights", None)
         if spec is None:
             raise WeightsError(f"{type(model).__name__} has no ImageNet-pretrained encoder; use weights=None or a path")
-        _load_encoder(model, fetch_imagenet_state_dict(spec.imagenet), spec, str(spec.imagenet))
+        entry = resolve_pretrained(spec, str(weights))
+        _load_encoder(model, fetch_imagenet_state_dict(entry), spec, str(entry))
         return model
     load_checkpoint(model, weights)
     return model

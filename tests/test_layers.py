@@ -14,6 +14,7 @@ LAYERS = {
     "cli": 6,
     "cli_classification": 7,  # the classification command line builds on the segmentation one
     "bagging": 5,
+    "cli_inference": 5,  # predict and export: argparse over inference/, routed to by cli.py
     "training": 4,
     "inference": 4,
     "data": 3,
@@ -23,6 +24,7 @@ LAYERS = {
     "metrics": 1,
     "weights": 1,
     "precision": 1,
+    "deprecation": 0,
 }
 
 

@@ -10,7 +10,7 @@ import torch
 from torchvision.models import get_model, get_model_weights
 
 from ternaus_zoo import WeightsError, create_model
-from ternaus_zoo.weights import adapt_first_conv, torchvision_cache_file
+from ternaus_zoo.weights import adapt_first_conv, load_container, torchvision_cache_file
 from tests.fakes import cache_torchvision_weights
 
 # registry name -> (torchvision model whose ImageNet file it reads, prefix of the encoder in that file,
@@ -134,6 +134,26 @@ def test_file_that_is_not_a_checkpoint(tmp_path):
     path.write_text("not a checkpoint")
     with pytest.raises(WeightsError, match=r"notes\.pth"):
         create_model("unet11", weights=path)
+
+
+class _Hyperparameters(dict):
+    """A pickled Python object, as Lightning stores hyperparameters: the safe loader refuses it."""
+
+
+def test_load_container_never_unpickles_objects(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    torch.save({"hyper_parameters": _Hyperparameters(lr=0.1), "state_dict": {"w": torch.ones(2)}}, path)
+    with pytest.raises(WeightsError, match=r"objects\.ckpt carries pickled Python objects \(.*_Hyperparameters\)"):
+        load_container(path)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "plain.pth")
+    assert load_container(tmp_path / "plain.pth")["w"].tolist() == [0]
+
+
+def test_load_container_raises_weights_error_on_other_files(tmp_path):
+    path = tmp_path / "notes.ckpt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(WeightsError, match=r"notes\.ckpt is not a PyTorch checkpoint"):
+        load_container(path)
 
 
 def test_state_dict_of_another_model_names_the_keys(tmp_path):

@@ -2,10 +2,12 @@
 
 ``SegmentationDataset`` pairs ``images/`` and ``masks/`` by stem; ``make_folds``/``holdout_split``
 cut deterministic splits; ``train_transforms``/``val_transforms`` build albumentations 2 pipelines
-from a model's ``ModelInfo``; ``SegmentationDataModule`` ties them together for Lightning.
+from a model's ``ModelInfo``; ``SegmentationDataModule`` ties them together for Lightning, and
+``ClassificationDataModule`` does the same for image-level labels (a label CSV, or labels derived from masks).
 """
 
 from ternaus_zoo.data.aux_targets import class_mask_to_targets, downsample_targets, labels_from_mask, labels_to_targets
+from ternaus_zoo.data.classification_datamodule import ClassificationDataModule
 from ternaus_zoo.data.datamodule import SegmentationDataModule
 from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset, worker_init_fn
 from ternaus_zoo.data.folds import (
@@ -17,7 +19,7 @@ from ternaus_zoo.data.folds import (
     save_folds,
 )
 from ternaus_zoo.data.io import DataError, list_images, read_binary_mask, read_class_mask, read_image, to_float
-from ternaus_zoo.data.multilabel import ClassificationDataModule, MaskLabelDataset, MultiLabelDataset, read_label_csv
+from ternaus_zoo.data.label_datasets import MaskLabelDataset, MultiLabelDataset, read_label_csv
 from ternaus_zoo.data.shapes import ShapesDataset, draw_shapes
 from ternaus_zoo.data.transforms import (
     build_transforms,

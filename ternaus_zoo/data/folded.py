@@ -1,13 +1,27 @@
 """``FoldedDataModule``: what the segmentation and classification data modules share: the data set folder,
-the deterministic split (hold-out, folds or a folds file), ``folds.csv`` and the loaders. Subclasses set the
-attributes named in :meth:`FoldedDataModule._split` and :meth:`FoldedDataModule._loader` in ``__init__``."""
+the model's input channels and statistics, the deterministic split (hold-out, folds or a folds file),
+``folds.csv``, the transforms of each split and the loaders. Subclasses read their data set
+(:meth:`FoldedDataModule._read`) and say how to predict; their ``__init__`` passes the options below up.
+
+Splits, all deterministic:
+
+* ``holdout_every=k > 0``: the benchmark hold-out ``sorted(stems)[::k]`` is the ``test`` split and never
+  enters a fold;
+* the remaining stems are cut into ``n_folds`` folds by :func:`~ternaus_zoo.data.folds.make_folds` (``seed``;
+  ``group_blocks > 0`` keeps contiguous blocks of the sorted stems together, for video frames); fold ``fold``
+  validates, the others train;
+* or ``folds_file``: a ``stem,fold`` CSV written by an earlier run (hold-out rows have fold -1).
+
+The split is written to ``folds.csv`` in ``run_dir`` (or the trainer's ``log_dir``) at setup.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import albumentations as A
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -15,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from ternaus_zoo.data.datasets import worker_init_fn
 from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
 from ternaus_zoo.data.io import format_examples, list_images, read_image
-from ternaus_zoo.registry import ModelInfo, get_model_info
+from ternaus_zoo.data.transforms import train_transforms, val_transforms
+from ternaus_zoo.registry import ModelInfo, registered
 
 DATA_VARIABLE = "TERNAUS_ZOO_DATA"
 FOLDS_FILE = "folds.csv"
@@ -25,16 +40,83 @@ MODULE_OWNED = ("in_channels", "num_classes", "ignore_index")
 
 
 class FoldedDataModule(pl.LightningDataModule):
-    """Splits and loaders over ``root``, ``folds_file``, ``holdout_every``, ``group_blocks``, ``n_folds``,
-    ``seed``, ``fold``, ``run_dir`` and ``num_workers``; the model's input channels and ``ModelInfo`` from
-    ``images``, ``model_name``, ``_model_info`` and ``_in_channels``."""
+    """The folds, transforms and loaders of one data set folder.
 
-    root: Path
-    folds: dict[str, int]
-    images: str
-    model_name: str
-    _model_info: ModelInfo | None
-    _in_channels: int | None
+    Args:
+        dataset: sub-folder of ``data_root`` (e.g. ``"kvasir-seg"``), or a path.
+        data_root: folder holding the data sets; default: the ``TERNAUS_ZOO_DATA`` variable.
+        images: images sub-folder of the data set.
+        model_name: registry name whose ``ModelInfo`` gives mean/std and ``size_multiple``.
+        info: a ``ModelInfo`` to use instead of ``model_name``'s.
+        in_channels: convert images to this many channels; default: the files' own count.
+        num_classes: number of classes (of class masks, or labels).
+        ignore_index: void value of class masks (also fills their evaluation padding).
+        fold: the validation fold, ``0..n_folds-1``.
+        n_folds: number of folds.
+        seed: seed of the fold assignment (not of the augmentations).
+        holdout_every: ``k > 0`` holds out ``sorted(stems)[::k]`` as the test split.
+        group_blocks: ``> 0``: cut the sorted stems into that many contiguous blocks, each kept in
+            one fold (use ``n_folds`` blocks for one block per fold).
+        folds_file: reuse the split of a ``folds.csv`` instead of computing it.
+        image_size: side of the training crops.
+        scale: area range of the random resized crop.
+        d4: D4 augmentation (flips and 90-degree rotations); ``False``: horizontal flips only.
+        color: colour augmentations.
+        val_size: longest side of the evaluation images (resized, then padded to a square); ``None`` keeps
+            full resolution (padded to the model's ``size_multiple``).
+        batch_size: training batch size (and evaluation's when ``val_size`` is set).
+        num_workers: loader processes; 0 loads in the main process.
+        predict_dir: folder of images to predict; default: the hold-out images.
+        run_dir: where ``folds.csv`` is written; default: the trainer's ``log_dir``.
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        data_root: str | None = None,
+        *,
+        images: str = "images",
+        model_name: str = "unet11",
+        info: ModelInfo | None = None,
+        in_channels: int | None = None,
+        num_classes: int | None = None,
+        ignore_index: int | None = None,
+        fold: int = 0,
+        n_folds: int = 5,
+        seed: int = 0,
+        holdout_every: int = 0,
+        group_blocks: int = 0,
+        folds_file: str | None = None,
+        image_size: int = 256,
+        scale: tuple[float, float] = (0.5, 1.0),
+        d4: bool = True,
+        color: bool = True,
+        val_size: int | None = None,
+        batch_size: int = 8,
+        num_workers: int = 2,
+        predict_dir: str | None = None,
+        run_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        # Lightning reads the arguments of every __init__ up the call stack, the subclass's included
+        self.save_hyperparameters(ignore=["info", *MODULE_OWNED])
+        if not 0 <= fold < n_folds:
+            raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+        root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
+        self.root = Path(root) / dataset if root else Path(dataset)
+        self.dataset, self.images = dataset, images
+        self.model_name, self._model_info, self._in_channels = model_name, info, in_channels
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.fold, self.n_folds, self.seed = fold, n_folds, seed
+        self.holdout_every, self.group_blocks, self.folds_file = holdout_every, group_blocks, folds_file
+        self.image_size, self.scale, self.d4, self.color, self.val_size = image_size, scale, d4, color, val_size
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.predict_dir, self.run_dir = predict_dir, run_dir
+        self.folds: dict[str, int] = {}
+        self._full: Any = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+        self.test_dataset: Dataset | None = None
 
     @property
     def in_channels(self) -> int:
@@ -46,8 +128,12 @@ class FoldedDataModule(pl.LightningDataModule):
 
     @property
     def info(self) -> ModelInfo:
-        """The model's ``ModelInfo`` adapted to :attr:`in_channels` (statistics of the transforms)."""
-        info = self._model_info if self._model_info is not None else get_model_info(self.model_name)
+        """The model's ``ModelInfo`` adapted to :attr:`in_channels` (statistics of the transforms).
+
+        Read from the registry entry of ``model_name`` (registered when ``ternaus_zoo`` is imported), not by
+        building the model: the data layer does not import the model families.
+        """
+        info = self._model_info if self._model_info is not None else registered(self.model_name)[1]
         return info.for_channels(self.in_channels)
 
     def _folder(self, name: str) -> Path:
@@ -110,3 +196,70 @@ class FoldedDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             worker_init_fn=worker_init_fn,
         )
+
+    # -- the data set and its splits ---------------------------------------------------------------
+
+    def _read(self) -> tuple[Any, list[str]]:
+        """The whole data set (every split's items, with a ``subset(stems, transform)`` method) and the stems
+        the split is cut over."""
+        raise NotImplementedError
+
+    def _subset(self, stems: list[str], transform: A.Compose, *, train: bool) -> Dataset:
+        """The items ``stems`` of the whole data set, with ``transform``."""
+        return self._full.subset(stems, transform)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read the data set once, split it, build the datasets of every stage."""
+        if self._full is None:
+            self._full, stems = self._read()
+            self.folds = self._split(stems)
+            if self.fold not in self.folds.values():
+                raise ValueError(f"fold {self.fold} is empty in the split of {self.root}")
+        directory = self._run_dir()
+        if directory is not None:
+            self.save_folds(directory)
+        info = self.info
+        train = train_transforms(info, self.image_size, scale=tuple(self.scale), d4=self.d4, color=self.color)
+        evaluation = self.eval_transforms(info)
+        self.train_dataset = self._subset(self.stems_of("train"), train, train=True)
+        self.val_dataset = self._subset(self.stems_of("val"), evaluation, train=False)
+        test = self.stems_of("test")
+        self.test_dataset = self._subset(test, evaluation, train=False) if test else None
+
+    @property
+    def mask_fill(self) -> int:
+        """The value masks are padded with in evaluation: ``ignore_index``, else 0."""
+        return self.ignore_index if self.ignore_index is not None else 0
+
+    def eval_transforms(self, info: ModelInfo) -> A.Compose:
+        """The evaluation pipeline (validation, test and prediction): ``val_transforms`` at ``val_size``."""
+        return val_transforms(info, self.val_size, mask_fill=self.mask_fill)
+
+    # -- loaders -----------------------------------------------------------------------------------
+
+    def _require(self, dataset: Dataset | None, what: str) -> Dataset:
+        if dataset is None:
+            if self._full is not None and what == "test":
+                raise RuntimeError("no test split: set holdout_every > 0 (or a folds_file with fold -1 rows)")
+            raise RuntimeError(f"no {what} data: call setup() first")
+        return dataset
+
+    @property
+    def eval_batch_size(self) -> int:
+        """``batch_size`` when ``val_size`` fixes the evaluation size, else 1 (images may differ in size)."""
+        return self.batch_size if self.val_size is not None else 1
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches of ``batch_size`` (the last one dropped when smaller)."""
+        dataset = self._require(self.train_dataset, "training")
+        if self.num_workers == 0:  # workers are reseeded by worker_init_fn; the main process here
+            dataset.reseed(torch.initial_seed())
+        return self._loader(dataset, self.batch_size, train=True, keep=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The validation fold, ``eval_batch_size`` items per batch."""
+        return self._loader(self._require(self.val_dataset, "validation"), self.eval_batch_size, keep=True)
+
+    def test_dataloader(self) -> DataLoader:
+        """The hold-out (``holdout_every > 0``), ``eval_batch_size`` items per batch."""
+        return self._loader(self._require(self.test_dataset, "test"), self.eval_batch_size)

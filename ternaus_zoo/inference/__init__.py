@@ -1,4 +1,4 @@
-"""Inference: test-time augmentation, tiled prediction, ensembles, export and writing masks.
+"""Inference: test-time augmentation, tiled prediction, ensembles, export and prediction writers.
 
 Every wrapper here is an ``nn.Module`` over a model returning logits, so they compose:
 ``SlidingWindowPredictor(TTA(Ensemble([...]), "d4"))``.
@@ -22,9 +22,10 @@ from ternaus_zoo.inference.predict import (
     prediction_spec,
     read_manifest,
 )
+from ternaus_zoo.inference.pretrained import from_pretrained, read_pretrained, save_predictor_pretrained
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor, blend_weights, blend_window
 from ternaus_zoo.inference.tta import D4, TTA, GeometricTransform
-from ternaus_zoo.inference.writer import MaskWriter, probabilities_to_mask
+from ternaus_zoo.inference.writers import LabelWriter, MaskWriter, OutOfFoldWriter, probabilities_to_mask
 
 __all__ = [
     "D4",
@@ -33,7 +34,9 @@ __all__ = [
     "Ensemble",
     "FolderPredictor",
     "GeometricTransform",
+    "LabelWriter",
     "MaskWriter",
+    "OutOfFoldWriter",
     "PredictionSpec",
     "SlidingWindowPredictor",
     "average_checkpoints",
@@ -42,6 +45,7 @@ __all__ = [
     "build_predictor",
     "export_onnx",
     "export_torchscript",
+    "from_pretrained",
     "load_predictor",
     "model_from_averaged_checkpoints",
     "model_from_checkpoint",
@@ -49,5 +53,7 @@ __all__ = [
     "prediction_spec",
     "probabilities_to_mask",
     "read_manifest",
+    "read_pretrained",
     "refresh_batchnorm",
+    "save_predictor_pretrained",
 ]

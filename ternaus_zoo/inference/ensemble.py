@@ -14,8 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import pickle
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ternaus_zoo.inference.tta import Activation, apply_activation
-from ternaus_zoo.registry import create_model
-from ternaus_zoo.weights import WeightsError, load_checkpoint, read_checkpoint
+from ternaus_zoo.models import create_model
+from ternaus_zoo.weights import WeightsError, load_checkpoint, load_container, read_checkpoint
 
 Reduction = Literal["mean", "geometric_mean"]
 PathLike = str | os.PathLike
@@ -101,17 +99,6 @@ class Ensemble(nn.Module):
         return f"reduction={self.reduction!r}, activation={self.activation!r}, weights={self.weights}"
 
 
-def _load_container(path: Path) -> object:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):
-            raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
-    # Lightning may pickle hyperparameter objects (AttributeDict, enums) that the safe loader refuses.
-    warnings.warn(f"{path} holds Python objects; loading it with weights_only=False", stacklevel=3)
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def model_from_checkpoint(path: PathLike) -> nn.Module:
     """Rebuild a zoo model from a Lightning checkpoint alone, in eval mode on the CPU.
 
@@ -122,7 +109,7 @@ def model_from_checkpoint(path: PathLike) -> nn.Module:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    content = _load_container(path)
+    content = load_container(path)
     hyper_parameters = content.get("hyper_parameters") if isinstance(content, Mapping) else None
     if not isinstance(hyper_parameters, Mapping) or not isinstance(hyper_parameters.get("model"), str):
         found = sorted(hyper_parameters) if isinstance(hyper_parameters, Mapping) else None

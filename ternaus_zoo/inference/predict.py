@@ -12,11 +12,11 @@ stays LightningCLI's). The chain, for every image:
    those over the augmentations; with ``tile_size`` the image is cut into overlapping tiles
    (:class:`~ternaus_zoo.inference.tiling.SlidingWindowPredictor`, Gaussian blending);
 3. resize the probabilities back to the file's size and write ``<name>.png`` (0/255 at ``threshold``,
-   or class indices) and optionally ``<name>.npy`` with :class:`~ternaus_zoo.inference.writer.MaskWriter`.
+   or class indices) and optionally ``<name>.npy`` with :class:`~ternaus_zoo.inference.writers.MaskWriter`.
 
 Manifest (written by ``ternaus-zoo bag``, JSON): ``checkpoints`` and ``last_checkpoints`` (paths
 relative to the manifest's folder), ``threshold``, ``thresholds.oof_best`` and ``config.data.val_size``
-are read here; the rest is described in :mod:`ternaus_zoo.training.bagging`.
+are read here; the rest is described in :mod:`ternaus_zoo.bagging`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.datasets import ImageFolderDataset
 from ternaus_zoo.data.transforms import restore_original_size, val_transforms, valid_size
-from ternaus_zoo.inference.ensemble import Ensemble, Reduction, _load_container, model_from_checkpoint
+from ternaus_zoo.inference.ensemble import Ensemble, Reduction, model_from_checkpoint
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor
 from ternaus_zoo.inference.tta import GEOMETRIC_SETS, TTA, Activation
-from ternaus_zoo.inference.writer import MaskWriter
+from ternaus_zoo.inference.writers import MaskWriter
 from ternaus_zoo.precision import fast_precision
+from ternaus_zoo.weights import load_container
 
 PathLike = str | os.PathLike
 TTA_CHOICES = ("none", *[name for name in GEOMETRIC_SETS if name not in ("identity", "scales")])
@@ -109,7 +110,7 @@ def prediction_spec(
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"checkpoints not found: {missing}")
-    first = _load_container(paths[0])
+    first = load_container(paths[0])
     hyper_parameters = first.get("hyper_parameters", {}) if isinstance(first, Mapping) else {}
     data_parameters = first.get("datamodule_hyper_parameters", {}) if isinstance(first, Mapping) else {}
     if val_size is None:

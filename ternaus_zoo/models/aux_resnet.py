@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ternaus_zoo.models.base import check_images
+from ternaus_zoo.models.base import SavePretrainedMixin, check_images
 from ternaus_zoo.models.encoders import RESNET_WIDTHS, resnet_encoder, resnet_encoder_weights, resnet_stages
 from ternaus_zoo.registry import ModelInfo, register_model
 
@@ -24,7 +24,7 @@ AUX_STAGES = {"layer1": (1, 4), "layer2": (2, 8), "layer3": (3, 16), "layer4": (
 AUX_ENCODERS = ("resnet18", "resnet34", "resnet50")
 
 
-class AuxResNet(nn.Module):
+class AuxResNet(SavePretrainedMixin, nn.Module):
     """A torchvision ResNet classifier (global average pool + ``fc``) with an auxiliary 1x1-convolution head.
 
     Shapes: images ``(B, in_channels, H, W)`` (any H and W); logits ``(B, num_classes)``; in training mode

@@ -3,6 +3,11 @@ runs the network and crops the logits back, so any height and width work."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,7 +51,18 @@ def check_images(images: Tensor, in_channels: int, model_name: str) -> None:
         raise TypeError(f"{model_name} expects floating-point images, got {images.dtype}; normalise them first")
 
 
-class SegmentationModel(nn.Module):
+class SavePretrainedMixin:
+    """``model.save_pretrained(folder)``, as in smp, timm and transformers."""
+
+    def save_pretrained(self, folder: str | os.PathLike, card: Mapping[str, Any] | None = None) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and a model card (see :mod:`ternaus_zoo.models.pretrained`)."""
+        # imported here: pretrained.py rebuilds models through the factory, which imports every family (and this file)
+        from ternaus_zoo.models.pretrained import save_pretrained
+
+        return save_pretrained(self, folder, card)
+
+
+class SegmentationModel(SavePretrainedMixin, nn.Module):
     """``(B, in_channels, H, W)`` images to ``(B, num_classes, H, W)`` logits, for any H and W.
 
     Subclasses set ``size_multiple`` and implement :meth:`forward_padded` for inputs whose sides are

@@ -52,8 +52,10 @@ def create_model(
         kwargs: the family's own options (for example ``num_filters`` or ``encoder_name``).
 
     Returns:
-        An ``nn.Module`` whose ``info`` attribute is its :class:`ModelInfo`. Segmentation models map
-        ``(B, in_channels, H, W)`` to logits ``(B, num_classes, H, W)``.
+        An ``nn.Module`` whose ``info`` attribute is its :class:`ModelInfo` and whose ``build_config``
+        (``name``, ``num_classes``, ``in_channels``, ``kwargs``) rebuilds its architecture through
+        :func:`create_model`. Segmentation models map ``(B, in_channels, H, W)`` to logits
+        ``(B, num_classes, H, W)``.
     """
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -68,4 +70,5 @@ def create_model(
         num_classes=num_classes,
         size_multiple=getattr(model, "size_multiple", info.size_multiple),
     )
+    model.build_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
     return model

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
-from ternaus_zoo.models.base import check_images
+from ternaus_zoo.models.base import SavePretrainedMixin, check_images
 from ternaus_zoo.models.encoders import RESNET_WIDTHS, resnet_encoder, resnet_encoder_weights, resnet_stages
 from ternaus_zoo.models.heads import GAPHead, lecun_normal_
 from ternaus_zoo.registry import ModelInfo, register_model
@@ -79,7 +79,7 @@ def vgg_blocks(features: nn.Sequential, images: Tensor) -> list[Tensor]:
     return blocks
 
 
-class GAPNet(nn.Module):
+class GAPNet(SavePretrainedMixin, nn.Module):
     """An ImageNet encoder whose every block is globally average pooled; the pooled vectors, concatenated,
     go through dropout and a fully connected layer (a :class:`GAPHead`), so features of every scale reach
     the classifier.
@@ -157,7 +157,7 @@ def _selu_conv(in_channels: int, out_channels: int, stride: int = 1) -> list[nn.
     return [nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1), nn.SELU(inplace=True)]
 
 
-class GapNetPL(nn.Module):
+class GapNetPL(SavePretrainedMixin, nn.Module):
     """GapNet-PL (Rumetshofer et al., ICLR 2019): a self-normalising (SELU) network trained from scratch.
 
     Follows the authors' TensorFlow ``GapNetPL`` (github.com/ml-jku/gapnet-pl):

@@ -101,13 +101,16 @@ class UNet11(_VGGUNet):
             for name, index in zip(names, (0, 3, 6, 8, 11, 13, 16, 18), strict=True):
                 setattr(self, name, self.encoder[index])
 
+        # The original writes the skip widths as multiples of num_filters (f * 16 = 512 at f = 32), which
+        # breaks every other width; here they are the encoder's, the same numbers at the paper's f = 32.
         f = num_filters
-        self.center = DecoderBlock(f * 8 * 2, f * 8 * 2, f * 8, batch_norm)
-        self.dec5 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 8, batch_norm)
-        self.dec4 = DecoderBlock(f * (16 + 8), f * 8 * 2, f * 4, batch_norm)
-        self.dec3 = DecoderBlock(f * (8 + 4), f * 4 * 2, f * 2, batch_norm)
-        self.dec2 = DecoderBlock(f * (4 + 2), f * 2 * 2, f, batch_norm)
-        self.dec1 = ConvBnRelu(f * (2 + 1), f) if batch_norm else ConvRelu(f * (2 + 1), f)
+        c1, c2, c3, c4, c5 = VGG_STAGE_WIDTHS
+        self.center = DecoderBlock(c5, f * 8 * 2, f * 8, batch_norm)
+        self.dec5 = DecoderBlock(c5 + f * 8, f * 8 * 2, f * 8, batch_norm)
+        self.dec4 = DecoderBlock(c4 + f * 8, f * 8 * 2, f * 4, batch_norm)
+        self.dec3 = DecoderBlock(c3 + f * 4, f * 4 * 2, f * 2, batch_norm)
+        self.dec2 = DecoderBlock(c2 + f * 2, f * 2 * 2, f, batch_norm)
+        self.dec1 = ConvBnRelu(c1 + f, f) if batch_norm else ConvRelu(c1 + f, f)
         self.final = nn.Conv2d(f, num_classes, kernel_size=1)
         init_decoder(self.decoder_modules())
 

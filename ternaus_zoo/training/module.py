@@ -8,7 +8,7 @@ The hyperparameters hold the registry name and its kwargs, so a checkpoint rebui
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,8 +16,7 @@ from torch import Tensor
 from ternaus_zoo.data.transforms import restore_original_size
 from ternaus_zoo.losses import build_loss
 from ternaus_zoo.metrics import SegmentationMetrics
-from ternaus_zoo.registry import create_model
-from ternaus_zoo.training.base import OPTIMIZERS, ZooModule
+from ternaus_zoo.training.base import ZooModule
 
 
 class SegmentationModule(ZooModule):
@@ -31,18 +30,13 @@ class SegmentationModule(ZooModule):
         weights: ``None``, ``"imagenet"`` or a checkpoint path, applied when fitting starts (so that
             rebuilding from a checkpoint never downloads).
         loss: a loss name or a ``{name: weight}`` mapping for :func:`ternaus_zoo.losses.build_loss`.
-        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
-        lr: base learning rate of the decoder; the encoder gets ``lr * encoder_lr_ratio``.
-        weight_decay: decoupled for AdamW, L2 otherwise.
-        freeze_encoder_epochs: the encoder takes no steps during the first N epochs.
-        scheduler: one of :data:`ternaus_zoo.training.schedules.SCHEDULES`, stepped every batch.
-        scheduler_kwargs: its options (``max_lr``, ``cycle_epochs``, ``mode`` ...).
         threshold: probability threshold of the binary metrics and predictions.
         ignore_index: class index (or mask value) left out of the loss and metrics.
-        swa_lr: turn on stochastic weight averaging (Lightning's callback) at this learning rate.
-        swa_epoch_start: epoch (or fraction of the epochs) where averaging starts.
         channels_last: keep weights and inputs in channels-last memory format (1.2x faster training
             on CPU: ``benchmarks/results/speed_options.md``).
+        **optimization: ``optimizer``, ``lr``, ``encoder_lr_ratio``, ``weight_decay``, ``freeze_encoder_epochs``,
+            ``scheduler``, ``scheduler_kwargs``, ``swa_lr``, ``swa_epoch_start``: see
+            :class:`~ternaus_zoo.training.optimization.Optimization`.
     """
 
     def __init__(
@@ -53,35 +47,18 @@ class SegmentationModule(ZooModule):
         in_channels: int = 3,
         weights: str | None = None,
         loss: str | dict[str, Any] = "bce_jaccard",
-        optimizer: Literal["adam", "adamw", "sgd"] = "adam",
-        lr: float = 1e-3,
-        encoder_lr_ratio: float = 1.0,
-        weight_decay: float = 0.0,
-        freeze_encoder_epochs: int = 0,
-        scheduler: str = "constant",
-        scheduler_kwargs: dict[str, Any] | None = None,
         threshold: float = 0.5,
         ignore_index: int | None = None,
-        swa_lr: float | None = None,
-        swa_epoch_start: float = 0.8,
         channels_last: bool = True,
+        **optimization: Any,
     ) -> None:
-        super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
-        self.save_hyperparameters()
-        self.model = create_model(model, num_classes=num_classes, in_channels=in_channels, **(model_kwargs or {}))
+        super().__init__(model, model_kwargs, num_classes, in_channels, weights, **optimization)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.loss = build_loss(loss, ignore_index=ignore_index)
         metric_options = {"num_classes": num_classes, "threshold": threshold, "ignore_index": ignore_index}
         self.val_metrics = SegmentationMetrics(**metric_options)
         self.test_metrics = SegmentationMetrics(**metric_options)
-        self._weights_applied = weights is None
-
-    @property
-    def info(self):
-        return self.model.info
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, C_in, H, W)`` normalised images to ``(B, num_classes, H, W)`` logits."""

@@ -18,13 +18,9 @@ from ternaus_zoo.data.aux_targets import (
     labels_from_mask,
     labels_to_targets,
 )
+from ternaus_zoo.data.classification_datamodule import ClassificationDataModule
 from ternaus_zoo.data.io import DataError
-from ternaus_zoo.data.multilabel import (
-    ClassificationDataModule,
-    MaskLabelDataset,
-    MultiLabelDataset,
-    read_label_csv,
-)
+from ternaus_zoo.data.label_datasets import MaskLabelDataset, MultiLabelDataset, read_label_csv
 
 LABELS = ("cat", "dog", "sky")
 
@@ -236,6 +232,18 @@ def test_datamodule_from_masks_contiguous_blocks(tmp_path):
     batch = next(iter(module.train_dataloader()))
     assert batch["aux_mask"].shape == (2, 3, 16, 16) and batch["labels"].shape == (2, 3)
     assert "aux_mask" not in next(iter(module.val_dataloader()))
+
+
+def test_multilabel_module_is_a_deprecated_alias():
+    from ternaus_zoo.data import multilabel
+
+    with pytest.warns(DeprecationWarning, match=r"moved to ternaus_zoo\.data\.classification_datamodule"):
+        assert multilabel.ClassificationDataModule is ClassificationDataModule
+    with pytest.warns(DeprecationWarning, match="label_datasets"):
+        from ternaus_zoo.data.multilabel import read_label_csv as moved
+    assert moved is read_label_csv
+    with pytest.raises(AttributeError, match="no attribute 'absent'"):
+        multilabel.absent  # noqa: B018
 
 
 # -- real data --------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ternaus_zoo.inference.predict import (
     prediction_spec,
     read_manifest,
 )
-from ternaus_zoo.registry import create_model
+from ternaus_zoo.models import create_model
 
 KWARGS = {"num_filters": 4, "depth": 3}  # size_multiple 4
 

@@ -21,7 +21,7 @@ MODELS = [name for name in list_models() if not name.startswith("smp.")] + ["smp
 def test_the_registry_names_moved_to_models_still_work_with_a_warning():
     import ternaus_zoo.registry as registry
 
-    with pytest.warns(DeprecationWarning, match="ternaus_zoo.models.create_model"):
+    with pytest.warns(DeprecationWarning, match=r"moved to ternaus_zoo\.models"):
         model = registry.create_model("unet", num_filters=4, depth=2)
     assert model.info.name == "unet"
 

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,9 +16,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from ternaus_zoo.cli import main
-from ternaus_zoo.data import load_folds, valid_size
-from ternaus_zoo.training.bagging import (
+from ternaus_zoo import bagging
+from ternaus_zoo.bagging import (
     BootstrapDataset,
     best_threshold,
     binary_oof_statistics,
@@ -24,6 +26,8 @@ from ternaus_zoo.training.bagging import (
     summarise_oof,
     threshold_curve,
 )
+from ternaus_zoo.cli import main
+from ternaus_zoo.data import load_folds, valid_size
 from tests.training.test_cli import TINY
 
 
@@ -187,3 +191,16 @@ def test_check_bag_config_names_the_difference(tmp_path):
     check_bag_config(tmp_path, {**config, "data": {"dataset": "x", "fold": 3, "num_workers": 0}})  # volatile keys
     with pytest.raises(ValueError, match=r"model\.lr: 0\.1 -> 0\.2"):
         check_bag_config(tmp_path, {**config, "model": {"model": "unet", "lr": 0.2}})
+
+
+def test_training_bagging_is_a_lazy_deprecated_alias():
+    code = "import sys, ternaus_zoo.training, ternaus_zoo.training.bagging; print('ternaus_zoo.bagging' in sys.modules)"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "False"
+    old = importlib.import_module("ternaus_zoo.training.bagging")
+    with pytest.warns(DeprecationWarning, match="moved to ternaus_zoo.bagging.train_bag"):
+        assert old.train_bag is bagging.train_bag
+    with pytest.warns(DeprecationWarning, match="ternaus_zoo.bagging.FoldRun"):
+        assert importlib.import_module("ternaus_zoo.training").FoldRun is bagging.FoldRun
+    with pytest.raises(AttributeError):
+        old.SegmentationModule  # noqa: B018

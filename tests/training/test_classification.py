@@ -137,7 +137,7 @@ def test_multiclass_cross_entropy_with_label_smoothing_and_argmax_labels():
     logits = torch.randn(4, 3)
     classes = torch.tensor([0, 2, 1, 2])
     expected = F.cross_entropy(logits, classes, label_smoothing=0.1)
-    assert torch.allclose(module.classification_loss(logits, module._labels(classes)), expected)
+    assert torch.allclose(module.classification_loss(logits, module.labelling.targets(classes)), expected)
     assert module.predict_labels(torch.tensor([[0.2, 0.7, 0.1]])).tolist() == [[0, 1, 0]]
     with pytest.raises(ValueError, match="leave loss unset"):
         ClassificationModule("gapnet_pl", num_classes=3, task="multiclass", loss="weighted_bce")

@@ -4,6 +4,7 @@ lr-find and the demo, on tiny inputs."""
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import torch
 import yaml
 
 from ternaus_zoo.cli import _takes_predict_ensemble, main
+from ternaus_zoo.inference import from_pretrained, model_from_checkpoint
 from ternaus_zoo.inference.predict import load_predictor, prediction_spec
 from ternaus_zoo.training import SegmentationModule
 
@@ -135,6 +137,35 @@ def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes
     assert found.shape == (3, 1, 32, 32)
     np.testing.assert_allclose(found, expected.numpy(), atol=1e-4)
     assert found.min() >= 0 and found.max() <= 1  # probabilities of the averaged ensemble
+
+    # the same ensemble as a self-describing folder: one predictor, and predict --pretrained writes the same masks
+    folder = tmp_path / "bag_pretrained"
+    main(["export", f"--manifest={manifest}", "--tta=d4", "--format=pretrained", f"--output={folder}"])
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(folder)(tiles), expected, rtol=0, atol=1e-6)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["kind"] == "ensemble" and len(config["members"]) == 2 and config["prediction"]["tta"] == "d4"
+    assert config["prediction"]["val_size"] == 32 and "oof_threshold" in config["prediction"]
+    again = tmp_path / "masks_pretrained"
+    predicted = ["--tile_size=16", "--tile_overlap=0.5", f"--writer.output_dir={again}"]
+    main(["predict", f"--pretrained={folder}", f"--data.predict_dir={shapes_folder / 'images'}", *predicted])
+    for mask in sorted(output.iterdir()):
+        np.testing.assert_array_equal(cv2.imread(str(again / mask.name)), cv2.imread(str(mask)))
+
+
+def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = _fit(shapes_folder) / "checkpoints" / "last.ckpt"
+    folder = tmp_path / "pretrained"
+    main(["export", f"--ckpt_path={checkpoint}", "--format=pretrained", f"--output={folder}"])
+    images = torch.randn(2, 3, 40, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(from_pretrained(folder)(images), model_from_checkpoint(checkpoint)(images))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["kind"] == "model" and config["model"] == "unet" and config["prediction"]["val_size"] == 32
+    card = (folder / "README.md").read_text()
+    assert "ternaus-zoo export" in card and "## Training configuration" in card
+    assert sum(path.stat().st_size for path in folder.iterdir()) < checkpoint.stat().st_size
 
 
 def test_predict_routes_plain_checkpoint_calls_to_lightning():

@@ -1,4 +1,5 @@
-"""SegmentationModule: optimisers, discriminative rates, encoder freezing, snapshots, SWA, multi-class."""
+"""SegmentationModule: optimisers, discriminative rates, encoder freezing (batch-norm statistics included),
+snapshots, SWA, multi-class, the flat training options and checkpoints written with them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
 
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.training import SegmentationModule
-from ternaus_zoo.training.base import encoder_of
+from ternaus_zoo.training.base import encoder_of, norm_layers
+from ternaus_zoo.training.optimization import Optimization
 
 TINY_UNET = {"model": "unet", "model_kwargs": {"num_filters": 4, "depth": 3}}
 
@@ -70,6 +72,79 @@ def test_unknown_optimizer():
         SegmentationModule(**TINY_UNET, optimizer="rmsprop")
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"scheduler": "linear"}, "unknown schedule 'linear'"),
+        ({"scheduler_kwargs": {"max_rate": 1.0}}, r"unknown scheduler_kwargs \['max_rate'\]"),
+        ({"lr": 0.0}, "lr must be > 0"),
+        ({"freeze_encoder_epochs": -1}, "freeze_encoder_epochs must be >= 0"),
+    ],
+)
+def test_training_options_are_checked_when_the_module_is_built(options, message):
+    with pytest.raises(ValueError, match=message):
+        SegmentationModule(**TINY_UNET, **options)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
+        SegmentationModule(**TINY_UNET, learning_rate=0.1)
+
+
+def test_flat_training_options_build_one_object_saved_with_its_defaults():
+    module = SegmentationModule(**TINY_UNET, lr=0.02, scheduler="onecycle")
+    assert module.optimization == Optimization(lr=0.02, scheduler="onecycle")
+    assert module.hparams.lr == 0.02 and module.hparams.model == "unet"
+    assert {
+        key: module.hparams[key] for key in Optimization().hyperparameters()
+    } == module.optimization.hyperparameters()
+
+
+def test_cli_parser_lists_every_training_option_with_type_and_default():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(SegmentationModule, "model")
+    text = parser.format_help()
+    for name in Optimization().hyperparameters():
+        assert f"--model.{name}" in text
+    assert "(type: float, default: 0.001)" in " ".join(text.split())
+    config = parser.parse_args(["--model.lr=0.01", "--model.optimizer=sgd", '--model.scheduler_kwargs={"max_lr": 0.1}'])
+    assert config.model.lr == 0.01 and config.model.swa_epoch_start == 0.8
+    assert SegmentationModule(**config.model.as_dict()).optimization.scheduler_kwargs == {"max_lr": 0.1}
+
+
+def test_checkpoint_with_the_old_flat_hyperparameters_loads(tmp_path):
+    """A checkpoint saved before the options became one object: every argument flat in ``hyper_parameters``."""
+    hyper_parameters = {
+        **TINY_UNET,
+        "num_classes": 1,
+        "in_channels": 3,
+        "weights": None,
+        "loss": "bce_jaccard",
+        "optimizer": "sgd",
+        "lr": 0.02,
+        "encoder_lr_ratio": 0.5,
+        "weight_decay": 0.0,
+        "freeze_encoder_epochs": 1,
+        "scheduler": "cyclic",
+        "scheduler_kwargs": {"cycle_epochs": 4},
+        "threshold": 0.5,
+        "ignore_index": None,
+        "swa_lr": None,
+        "swa_epoch_start": 0.8,
+        "channels_last": True,
+    }
+    state = SegmentationModule(**TINY_UNET).state_dict()
+    path = tmp_path / "old.ckpt"
+    checkpoint = {"state_dict": state, "hyper_parameters": hyper_parameters, "hparams_name": "kwargs"}
+    torch.save({**checkpoint, "pytorch-lightning_version": pl.__version__}, path)
+    module = SegmentationModule.load_from_checkpoint(path)
+    assert module.optimization == Optimization(
+        optimizer="sgd", lr=0.02, encoder_lr_ratio=0.5, freeze_encoder_epochs=1, scheduler="cyclic",
+        scheduler_kwargs={"cycle_epochs": 4},
+    )  # fmt: skip
+    assert dict(module.hparams) == hyper_parameters
+    assert torch.equal(module.state_dict()["model.final.weight"], state["model.final.weight"])
+
+
 class EncoderCopies(Callback):
     def __init__(self) -> None:
         self.copies: list[torch.Tensor] = []
@@ -92,6 +167,47 @@ def test_encoder_frozen_for_the_first_epochs(shapes_folder, tmp_path):
     start, after_frozen_epoch, after_training_epoch = copies.copies
     assert torch.equal(start, after_frozen_epoch)
     assert not torch.equal(after_frozen_epoch, after_training_epoch)
+
+
+def _norm_statistics(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [buffer.clone() for layer in norm_layers(module) for buffer in (layer.running_mean, layer.running_var)]
+
+
+def _linknet_parts(module: SegmentationModule) -> tuple[torch.nn.Module, torch.nn.Module]:
+    model = module.model
+    return model.encoder, torch.nn.ModuleList([model.decoder4, model.decoder3, model.decoder2, model.decoder1])
+
+
+def test_frozen_encoder_keeps_its_batch_norm_statistics(shapes_folder, tmp_path):
+    module = SegmentationModule(model="linknet34", weights=None, freeze_encoder_epochs=1)
+    encoder, decoder = _linknet_parts(module)
+    encoder_before, decoder_before = _norm_statistics(encoder), _norm_statistics(decoder)
+    trainer = pl.Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=_data(shapes_folder, image_size=64, val_size=64))
+    assert trainer.global_step == 2
+    for before, after in zip(encoder_before, _norm_statistics(encoder), strict=True):
+        assert torch.equal(before, after)
+    assert not all(map(torch.equal, decoder_before, _norm_statistics(decoder)))
+
+
+def test_freezing_survives_train_calls_and_unfreezing_restores_train_mode():
+    module = SegmentationModule(model="linknet34", weights=None)
+    encoder_norms, decoder_norms = (list(norm_layers(part)) for part in _linknet_parts(module))
+    module.freeze_encoder()
+    module.eval().train()  # as Lightning's loops do
+    assert not any(layer.training for layer in encoder_norms) and all(layer.training for layer in decoder_norms)
+    assert not any(parameter.requires_grad for parameter in module.model.encoder.parameters())
+    module.freeze_encoder(False)
+    assert all(layer.training for layer in encoder_norms)
+    assert all(parameter.requires_grad for parameter in module.model.encoder.parameters())
 
 
 def test_step_cyclic_rates_and_snapshot_per_cycle(shapes_folder, tmp_path):

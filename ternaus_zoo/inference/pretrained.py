@@ -1,0 +1,162 @@
+"""``from_pretrained``: a saved model or ensemble folder, or a hub repository, back as one module.
+
+A folder holds ``config.json`` (``kind``: ``"model"`` or ``"ensemble"``) and safetensors weights; its
+``prediction`` section (evaluation size, threshold, TTA, reduction) says how ``ternaus-zoo predict
+--pretrained`` uses it. Ensemble folders (``ternaus-zoo export --format pretrained --manifest M``) hold one
+``member<k>.safetensors`` per fold model. Nothing here unpickles: configuration is JSON, weights safetensors.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_model
+from torch import nn
+
+from ternaus_zoo.inference.predict import PredictionSpec, build_predictor
+from ternaus_zoo.models.pretrained import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    LIBRARY,
+    WEIGHTS_FILE,
+    PretrainedError,
+    load_weights_file,
+    model_config,
+    model_from_config,
+    read_config,
+    save_pretrained,
+    write_config,
+)
+
+HUB_FILES = ("config.json", "*.safetensors", "README.md")
+REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[str, Any]:
+    """The ``prediction`` section of a folder's ``config.json``."""
+    return {
+        "val_size": spec.val_size,
+        "threshold": spec.threshold,
+        "oof_threshold": spec.oof_threshold,
+        "tta": tta,
+        "reduction": reduction,
+    }
+
+
+def save_predictor_pretrained(
+    models: Sequence[nn.Module],
+    folder: str | os.PathLike,
+    prediction: Mapping[str, Any],
+    card: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one model (``kind: "model"``) or several (``kind: "ensemble"``) with their ``prediction`` settings.
+
+    One model without TTA is written as :func:`~ternaus_zoo.models.pretrained.save_pretrained` writes it
+    (plus the settings), so both ``from_pretrained`` and the model-only loader read it.
+    """
+    folder = Path(folder)
+    if len(models) == 1 and prediction.get("tta", "none") == "none":
+        save_pretrained(models[0], folder, card)
+        config = read_config(folder)
+        config["prediction"] = dict(prediction)
+        write_config(folder, config, card)
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    members = []
+    for index, model in enumerate(models):
+        file = f"member{index}.safetensors"
+        save_model(model, str(folder / file), metadata={"format": "pt", "library": LIBRARY})
+        members.append({"file": file, **model_config(model)})
+    config = {
+        "format_version": FORMAT_VERSION,
+        "library": LIBRARY,
+        "kind": "ensemble",
+        "description": f"ensemble of {len(models)} {members[0]['model']} models, {prediction.get('tta', 'none')} TTA",
+        "info": members[0]["info"],
+        "members": members,
+        "prediction": dict(prediction),
+    }
+    write_config(folder, config, card)
+    return folder
+
+
+def resolve_folder(source: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local folder, or a hub repository id downloaded (or, with ``HF_HUB_OFFLINE=1``, read from the cache)."""
+    path = Path(source)
+    if path.is_dir():
+        return path
+    if path.exists() or not REPO_ID.fullmatch(str(source)):
+        raise PretrainedError(f"{source} is not a folder holding {CONFIG_FILE} (nor a hub id such as 'user/name')")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise PretrainedError(
+            f"{source!r} is not a local folder, and reading a hub repository needs huggingface_hub "
+            "(pip install 'ternaus_zoo[hub]')"
+        ) from None
+    try:
+        return Path(snapshot_download(str(source), revision=revision, allow_patterns=list(HUB_FILES)))
+    except LocalEntryNotFoundError as error:
+        raise PretrainedError(
+            f"{source!r} is neither a local folder nor in the hub cache, and downloads are off (HF_HUB_OFFLINE=1) "
+            f"or the hub cannot be reached: {error}"
+        ) from None
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise PretrainedError(f"could not read the hub repository {source!r}: {error}") from None
+
+
+def read_pretrained(source: str | os.PathLike, revision: str | None = None) -> tuple[list[nn.Module], dict[str, Any]]:
+    """The member models (eval mode) of a saved model or ensemble folder, and its ``config.json``."""
+    folder = resolve_folder(source, revision)
+    config = read_config(folder)
+    kind = config.get("kind", "model")
+    if kind == "model":
+        model = model_from_config(config, str(folder / CONFIG_FILE))
+        return [load_weights_file(model, folder / WEIGHTS_FILE)], config
+    if kind != "ensemble" or not config.get("members"):
+        raise PretrainedError(f"{folder / CONFIG_FILE}: unknown kind {kind!r} (expected 'model' or 'ensemble')")
+    models = []
+    for index, member in enumerate(config["members"]):
+        model = model_from_config(member, f"{folder / CONFIG_FILE} member {index}")
+        models.append(load_weights_file(model, folder / member["file"]))
+    return models, config
+
+
+def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> PredictionSpec:
+    """What a folder's ``config.json`` says about predicting with it (as a checkpoint's spec would)."""
+    prediction = config.get("prediction") or {}
+    info = config.get("info") or {}
+    return PredictionSpec(
+        checkpoints=[Path(folder)],
+        threshold=float(prediction.get("threshold", 0.5)),
+        oof_threshold=prediction.get("oof_threshold"),
+        val_size=prediction.get("val_size"),
+        in_channels=int(info.get("in_channels", 3)),
+        num_classes=int(info.get("num_classes", 1)),
+    )
+
+
+def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
+    """Rebuild what ``save_pretrained`` or ``ternaus-zoo export --format pretrained`` wrote.
+
+    Args:
+        source: a local folder, or a hub repository id (``"user/name"``, with ``huggingface_hub``
+            installed; ``HF_HUB_OFFLINE=1`` reads only the local cache and fails at once when it is absent).
+        revision: the hub revision (branch, tag or commit).
+
+    Returns:
+        For a model folder, the model (logits out, eval mode, ``info`` restored: class names,
+        thresholds). For an ensemble folder, one predictor: the members' probabilities reduced as saved,
+        under the saved TTA, ``(B, C, H, W)`` normalised images to ``(B, K, H, W)`` probabilities.
+    """
+    models, config = read_pretrained(source, revision)
+    if config.get("kind", "model") == "model":
+        return models[0]
+    prediction = config.get("prediction") or {}
+    activation = "sigmoid" if models[0].info.num_classes == 1 else "softmax"
+    return build_predictor(models, prediction.get("tta", "none"), activation, prediction.get("reduction", "mean"))

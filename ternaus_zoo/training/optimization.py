@@ -1,0 +1,113 @@
+"""``Optimization``: how a zoo module trains: the optimiser and its discriminative rates, the per-step
+schedule, the encoder freeze and stochastic weight averaging, as one typed, validated object.
+
+The modules take its fields as flat keyword arguments, spelt as in the YAML configs and on the command line
+(``model.lr``, ``model.scheduler_kwargs``); :class:`~ternaus_zoo.training.base.ZooModule` builds the object
+from them and saves every field as a hyperparameter, so checkpoints keep the flat keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+from typing import Any, Literal
+
+import torch
+from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
+from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
+
+from ternaus_zoo.training.callbacks import CycleSnapshots
+from ternaus_zoo.training.schedules import SCHEDULES, build_scheduler
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+# what scheduler_kwargs may set: build_scheduler's options with a default (the others come from the run)
+SCHEDULER_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(build_scheduler).parameters.items()
+    if parameter.default is not inspect.Parameter.empty
+)
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """The training options shared by the segmentation and classification modules.
+
+    Args:
+        optimizer: ``adam``, ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        lr: base learning rate of the decoder (or head); the encoder gets ``lr * encoder_lr_ratio``.
+        encoder_lr_ratio: the encoder's share of ``lr`` (discriminative rates).
+        weight_decay: decoupled for AdamW, L2 otherwise.
+        freeze_encoder_epochs: during the first N epochs the encoder takes no steps and its batch-norm layers
+            keep their running statistics.
+        scheduler: one of :data:`ternaus_zoo.training.schedules.SCHEDULES`, stepped every batch.
+        scheduler_kwargs: its options (``max_lr``, ``cycle_epochs``, ``mode`` ...).
+        swa_lr: turn on stochastic weight averaging (Lightning's callback) at this learning rate.
+        swa_epoch_start: epoch (or fraction of the epochs) where averaging starts.
+    """
+
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = 1e-3
+    encoder_lr_ratio: float = 1.0
+    weight_decay: float = 0.0
+    freeze_encoder_epochs: int = 0
+    scheduler: str = "constant"
+    scheduler_kwargs: dict[str, Any] | None = None
+    swa_lr: float | None = None
+    swa_epoch_start: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+        if self.scheduler not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.scheduler!r}; choose one of {SCHEDULES}")
+        unknown = sorted(set(self.scheduler_kwargs or {}) - set(SCHEDULER_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown scheduler_kwargs {unknown}; the schedules take {list(SCHEDULER_OPTIONS)}")
+        for name in ("lr", "swa_lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name in ("encoder_lr_ratio", "weight_decay", "freeze_encoder_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Every field by name: the flat keys of the configs and checkpoints."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    def parameter_groups(self, model: nn.Module, encoder: nn.Module | None) -> list[dict[str, Any]]:
+        """The encoder's parameters at ``lr * encoder_lr_ratio``, all others of ``model`` at ``lr``."""
+        encoder_parameters = list(encoder.parameters()) if encoder is not None else []
+        encoder_ids = {id(parameter) for parameter in encoder_parameters}
+        rest = [parameter for parameter in model.parameters() if id(parameter) not in encoder_ids]
+        groups = [{"params": rest, "lr": self.lr, "name": "decoder"}]
+        if encoder_parameters:
+            groups.append({"params": encoder_parameters, "lr": self.lr * self.encoder_lr_ratio, "name": "encoder"})
+        return groups
+
+    def build(
+        self, groups: list[dict[str, Any]], *, total_steps: int, steps_per_epoch: int
+    ) -> tuple[torch.optim.Optimizer, LRScheduler | None]:
+        """The optimiser over ``groups`` and its per-step schedule (``None`` for ``constant``)."""
+        options: dict[str, Any] = {"weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            options.update(momentum=0.9, nesterov=True)
+        optimizer = OPTIMIZERS[self.optimizer](groups, lr=self.lr, **options)
+        scheduler = build_scheduler(
+            optimizer,
+            self.scheduler,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            **(self.scheduler_kwargs or {}),
+        )
+        return optimizer, scheduler
+
+    def callbacks(self) -> list[Callback]:
+        """A snapshot at the end of every ``step_cyclic`` cycle, and SWA when ``swa_lr`` is set."""
+        callbacks: list[Callback] = []
+        if self.scheduler == "step_cyclic":
+            callbacks.append(CycleSnapshots())
+        if self.swa_lr is not None:
+            callbacks.append(StochasticWeightAveraging(swa_lrs=self.swa_lr, swa_epoch_start=self.swa_epoch_start))
+        return callbacks

@@ -1,0 +1,138 @@
+"""Saved model folders: config.json + safetensors + a model card, rebuilt with no pickle and no hub."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import ternaus_zoo
+from ternaus_zoo import WeightsError, create_model
+from ternaus_zoo.inference import build_predictor, from_pretrained, read_pretrained, save_predictor_pretrained
+from ternaus_zoo.models.pretrained import (
+    CONFIG_FILE,
+    PretrainedError,
+    load_pretrained_model,
+    model_from_config,
+)
+from ternaus_zoo.weights import load_container, read_checkpoint
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "pretrained_v1"
+FAMILIES = [
+    ("unet", {"num_filters": 4, "depth": 3}),
+    ("unet11", {"num_filters": 4}),
+    ("unet11", {"num_filters": 4, "batch_norm": True}),
+    ("unet16", {"num_filters": 4}),
+    ("albunet34", {"num_filters": 4}),
+    ("linknet34", {}),
+    ("smp.Unet", {"encoder_name": "resnet18"}),
+    ("aux_resnet18", {}),
+    ("gapnet_pl", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=lambda value: str(value))
+def test_save_then_load_gives_identical_outputs(name, kwargs, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=2, **kwargs).eval()
+    model.save_pretrained(tmp_path / "saved")
+    assert sorted(path.name for path in (tmp_path / "saved").iterdir()) == [
+        "README.md",
+        CONFIG_FILE,
+        "model.safetensors",
+    ]
+    loaded = ternaus_zoo.from_pretrained(tmp_path / "saved")
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+    assert loaded.info == model.info and not loaded.training
+
+
+def test_the_config_alone_rebuilds_the_architecture(tmp_path):
+    model = create_model("unet11", num_classes=3, in_channels=4, num_filters=8)
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    rebuilt = model_from_config(config)
+    assert type(rebuilt) is type(model)
+    assert {key: value.shape for key, value in rebuilt.state_dict().items()} == {
+        key: value.shape for key, value in model.state_dict().items()
+    }
+    assert config["model"] == "unet11" and config["kwargs"] == {"num_filters": 8} and config["in_channels"] == 4
+
+
+def test_class_names_and_thresholds_travel_in_the_info(tmp_path):
+    import dataclasses
+
+    model = create_model("aux_resnet18", num_classes=2)
+    model.info = dataclasses.replace(model.info, class_names=("cat", "dog"), thresholds=(0.3, 0.6))
+    model.save_pretrained(tmp_path, card={"metrics": {"f1_macro": 0.61}, "command": "python -m benchmarks.x"})
+    loaded = load_pretrained_model(tmp_path)
+    assert loaded.info.class_names == ("cat", "dog") and loaded.info.thresholds == (0.3, 0.6)
+    card = (tmp_path / "README.md").read_text()
+    assert "f1_macro | 0.6100" in card and "python -m benchmarks.x" in card and "'cat', 'dog'" in card
+
+
+def test_weights_are_safetensors_not_pickle(tmp_path):
+    model = create_model("unet11", num_filters=4)
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    # the original TernausNet attribute names alias the encoder: each shared tensor is stored once
+    assert "encoder.0.weight" in tensors or "conv1.weight" in tensors
+    assert len(tensors) < len(model.state_dict())
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads((tmp_path / "model.safetensors").read_bytes())
+
+
+def test_a_folder_written_by_version_1_still_loads():
+    model = from_pretrained(FIXTURE)
+    expected = load_file(FIXTURE / "expected.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model(expected["images"]), expected["logits"], rtol=0, atol=1e-6)
+
+
+def test_an_ensemble_folder_is_one_predictor(tmp_path):
+    torch.manual_seed(0)
+    members = [create_model("unet", num_filters=4, depth=2).eval() for _ in range(3)]
+    prediction = {"val_size": 64, "threshold": 0.4, "oof_threshold": 0.35, "tta": "d4", "reduction": "mean"}
+    save_predictor_pretrained(members, tmp_path, prediction)
+    predictor = from_pretrained(tmp_path)
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = build_predictor(members, "d4", "sigmoid", "mean")(images)
+        torch.testing.assert_close(predictor(images), expected, rtol=0, atol=1e-6)
+    models, config = read_pretrained(tmp_path)
+    assert len(models) == 3 and config["prediction"] == prediction
+
+
+def test_missing_and_foreign_folders_are_clear_errors(tmp_path):
+    with pytest.raises(PretrainedError, match=r"config\.json is missing"):
+        from_pretrained(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"architectures": ["BertModel"]}))
+    with pytest.raises(PretrainedError, match="not written by ternaus_zoo"):
+        from_pretrained(tmp_path)
+    (tmp_path / CONFIG_FILE).write_text(json.dumps({"library": "ternaus_zoo", "format_version": 99}))
+    with pytest.raises(PretrainedError, match="format_version 99"):
+        from_pretrained(tmp_path)
+
+
+def test_a_hub_id_offline_without_cache_fails_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    started = time.perf_counter()
+    with pytest.raises(PretrainedError, match="neither a local folder nor in the hub cache"):
+        from_pretrained("ternaus/unet11-kvasir")
+    assert time.perf_counter() - started < 20  # a hang would be minutes; a loaded CPU takes seconds to import
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused(tmp_path):
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": create_model("unet", num_filters=2, depth=2).state_dict(), "extra": Path("x")}, path)
+    with pytest.raises(WeightsError, match=r"pickled Python objects.*never unpickles"):
+        load_container(path)
+    with pytest.raises(WeightsError, match="pickled"):
+        read_checkpoint(path)
