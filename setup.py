@@ -25,6 +25,8 @@ setup(
         "numpy>=1.24",
         "tqdm",
         "matplotlib",
+        # weights of saved model folders (save_pretrained / from_pretrained): no pickle
+        "safetensors>=0.4",
     ],
     extras_require={
         "test": [
@@ -39,6 +41,8 @@ setup(
             "ipykernel",
         ],
         "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel"],
+        # from_pretrained("user/name"): hub repositories
+        "hub": ["huggingface_hub>=0.20"],
     },
     entry_points={
         "console_scripts": [
