@@ -80,14 +80,18 @@ def build_cli(
     datamodule_class: type = SegmentationDataModule,
 ) -> ZooCLI:
     """The LightningCLI over a module and a data module; ``run=False`` only parses and instantiates."""
-    return cli_class(
-        model_class,
-        datamodule_class,
-        args=list(args),
-        run=run,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"default_env": False},
-    )
+    # LightningCLI warns when it is given `args` while sys.argv holds arguments too, which is always the case
+    # under the console script. sys.argv itself must stay: Lightning's DDP launcher re-runs it in the workers.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
+        return cli_class(
+            model_class,
+            datamodule_class,
+            args=list(args),
+            run=run,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"default_env": False},
+        )
 
 
 def lr_find(args: Sequence[str]) -> float | None:
@@ -167,9 +171,7 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
             f"--data.fold={fold}",
             f"--trainer.logger={json.dumps(fold_logger_config(bag_dir, fold))}",
         ]
-        with warnings.catch_warnings():  # args are passed on purpose, beside sys.argv's `bag ...`
-            warnings.filterwarnings("ignore", "LightningCLI's args parameter is intended", UserWarning)
-            cli = build_cli([*rest, *overrides], run=False)
+        cli = build_cli([*rest, *overrides], run=False)
         config = _resolved_config(cli)
         config.pop("writer", None)  # predict's options
         config.get("trainer", {}).pop("logger", None)  # fold k's own folders

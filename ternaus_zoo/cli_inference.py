@@ -184,10 +184,15 @@ def export_pretrained(
 ) -> None:
     """The ``--format pretrained`` branch of :func:`export`: the card records the source and the command."""
     source = options.manifest or ", ".join(str(path) for path in spec.checkpoints)
+    training_config = _training_config(spec.checkpoints[0], options.manifest)
+    data = (training_config or {}).get("data") or {}
     card: dict[str, Any] = {
         "command": shlex.join(["ternaus-zoo", "export", *args]),
         "notes": f"Exported from {source}.",
-        "training_config": _training_config(spec.checkpoints[0], options.manifest),
+        "training_config": training_config,
+        "data": f"{data.get('dataset')} (fold {data.get('fold')} of {data.get('n_folds')} held out for validation)"
+        if data.get("dataset")
+        else None,
     }
     if options.metrics:
         card["metrics"] = json.loads(Path(options.metrics).read_text())

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ternaus_zoo.cli_classification import build_classification_cli, main
+from ternaus_zoo.inference import model_from_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 LABELS = ("red", "green", "blue")
@@ -67,8 +68,11 @@ def test_fit_then_predict_from_the_checkpoint_alone(csv_folder, tmp_path, monkey
     assert len(tuned) == 2 and all(0 <= value <= 1 for value in tuned)
     assert any(row.get("train/aux_loss") for row in rows)
     assert (run / "folds.csv").is_file() and (run / "config.yaml").is_file()
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     thresholds = torch.tensor(checkpoint["thresholds"])
+    # the tuned thresholds travel with the rebuilt model (and so into a saved folder)
+    rebuilt = model_from_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert torch.tensor(rebuilt.info.thresholds).tolist() == thresholds.float().tolist()
 
     output = tmp_path / "out" / "predictions.csv"
     main(

@@ -124,6 +124,16 @@ def model_from_checkpoint(path: PathLike) -> nn.Module:
         **dict(hyper_parameters.get("model_kwargs") or {}),
     )
     load_checkpoint(model, path)
+    state = content.get("state_dict") or {}
+    # a classifier's names and tuned thresholds travel with the model (its info), e.g. into a saved folder
+    names = hyper_parameters.get("label_names")
+    thresholds = state.get("thresholds")
+    if names or thresholds is not None:
+        model.info = dataclasses.replace(
+            model.info,
+            class_names=tuple(names or ()),
+            thresholds=tuple(float(value) for value in thresholds.flatten()) if thresholds is not None else (),
+        )
     return model.eval()
 
 

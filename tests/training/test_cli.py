@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -92,6 +94,13 @@ def test_lr_find(shapes_folder, tmp_path, monkeypatch, capsys):
     main(["lr-find", "--num_training=6", "--min_lr=1e-5", "--max_lr=1", f"--data.dataset={shapes_folder}", *TINY])
     assert "suggested learning rate" in capsys.readouterr().out
     assert list(Path("runs").rglob("lr_find.png"))
+
+
+def test_the_console_script_prints_no_warning_the_user_did_not_cause():
+    script = Path(sys.executable).with_name("ternaus-zoo")  # the console script of this environment
+    result = subprocess.run([str(script), "fit", "--help"], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0 and "--model.lr" in result.stdout
+    assert "LightningCLI's args parameter" not in result.stdout + result.stderr
 
 
 def test_help_lists_every_command(capsys):
