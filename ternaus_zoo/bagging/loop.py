@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -77,6 +78,11 @@ def _best_checkpoint(trainer: pl.Trainer, module: pl.LightningModule) -> tuple[P
     last = [path for path in last if path.is_file()]
     if not last:
         raise RuntimeError("the fold wrote no checkpoint: keep checkpointing on (trainer.enable_checkpointing)")
+    if monitor is not None:
+        rank_zero_info(
+            f"no best checkpoint by {monitor}: validation never ran (check_val_every_n_epoch="
+            f"{trainer.check_val_every_n_epoch} > max_epochs={trainer.max_epochs}?); using {last[0].name}"
+        )
     return last[0], None, None
 
 

@@ -122,7 +122,11 @@ class ZooModule(pl.LightningModule):
         best = ModelCheckpoint(
             monitor=self.monitor, mode="max", filename="best-epoch{epoch:03d}", auto_insert_metric_name=False
         )
-        last = ModelCheckpoint(filename="last", save_top_k=1, enable_version_counter=False)
+        # saved at every training epoch's end, so a run that never validates (shorter than
+        # check_val_every_n_epoch) still leaves a checkpoint
+        last = ModelCheckpoint(
+            filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
+        )
         return [best, last, *self.optimization.callbacks()]
 
     def parameter_groups(self) -> list[dict[str, Any]]:

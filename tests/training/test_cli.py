@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -160,6 +161,16 @@ def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes
     main(["predict", f"--pretrained={folder}", f"--data.predict_dir={shapes_folder / 'images'}", *predicted])
     for mask in sorted(output.iterdir()):
         np.testing.assert_array_equal(cv2.imread(str(again / mask.name)), cv2.imread(str(mask)))
+
+
+def test_a_bag_shorter_than_its_validation_interval_uses_last_ckpt(shapes_folder, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.INFO)
+    bag = ["bag", "--folds=2", "--only_fold", "0", f"--bag_dir={tmp_path / 'bag'}", f"--data.dataset={shapes_folder}"]
+    main([*bag, "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=2", *TINY])
+    entry = json.loads((tmp_path / "bag" / "fold0" / "done.json").read_text())
+    assert entry["best_checkpoint"] == entry["last_checkpoint"] == "fold0/checkpoints/last.ckpt"
+    assert "validation never ran" in caplog.text and "using last.ckpt" in caplog.text
 
 
 def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, tmp_path, monkeypatch):
