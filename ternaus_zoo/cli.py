@@ -151,12 +151,18 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     extra.add_argument("--only_fold", type=int, nargs="+", default=None, help="train only these folds")
     extra.add_argument("--assemble", action="store_true", help="write the manifest from the finished folds")
     extra.add_argument("--bootstrap", action="store_true", help="train each fold on a bootstrap sample")
-    extra.add_argument("--bootstrap_seed", type=int, default=0)
+    extra.add_argument("--bootstrap_seed", type=int, default=None, help="seed of the samples (0; needs --bootstrap)")
     extra.add_argument("-h", "--help", action="store_true")
     options, rest = extra.parse_known_args(args)
     if options.help:
         extra.print_help()
         return None
+    if options.bootstrap_seed is not None and not options.bootstrap:
+        extra.error("--bootstrap_seed only applies with --bootstrap (each fold on a bootstrap sample)")
+    if options.assemble and options.only_fold is not None:
+        extra.error("--assemble trains nothing, so --only_fold has no meaning with it: give one or the other")
+    if options.bootstrap and options.bootstrap_seed is None:
+        options.bootstrap_seed = 0
     bag_dir = Path(options.bag_dir)
     if options.assemble:
         manifest = assemble(bag_dir, options.folds)

@@ -104,6 +104,22 @@ def test_the_console_script_prints_no_warning_the_user_did_not_cause():
     assert "LightningCLI's args parameter" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--folds=2", "--bootstrap_seed=3"], "--bootstrap_seed only applies with --bootstrap"),
+        (["--folds=2", "--assemble", "--only_fold", "0"], "--only_fold has no meaning with it"),
+    ],
+)
+def test_bag_options_that_contradict_each_other_are_errors(arguments, message, tmp_path):
+    script = Path(sys.executable).with_name("ternaus-zoo")
+    result = subprocess.run(
+        [str(script), "bag", f"--bag_dir={tmp_path}", *arguments], capture_output=True, text=True, timeout=240
+    )
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_help_lists_every_command(capsys):
     main([])
     text = capsys.readouterr().out
