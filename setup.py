@@ -37,6 +37,8 @@ setup(
             "ternausnet==0.0.1",
             "onnx",
             "onnxruntime",
+            # the default (dynamo) ONNX exporter; the export tests fail instead of falling back without it
+            "onnxscript",
             "nbclient",
             "ipykernel",
         ],

@@ -30,15 +30,16 @@ def run_onnx(path, images: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
 
 
-def quiet_export_onnx(*args, **kwargs):
+def strict_export_onnx(*args, **kwargs):
+    """``export_onnx`` where a failure of the default (dynamo) exporter fails the test instead of falling back."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="the default \\(dynamo\\) ONNX exporter failed")
+        warnings.filterwarnings("error", message="the default \\(dynamo\\) ONNX exporter failed")
         return export_onnx(*args, **kwargs)
 
 
 def test_onnx_export_of_a_zoo_model(tmp_path):
     model = small_unet(num_classes=3)
-    difference = quiet_export_onnx(model, tmp_path / "unet.onnx", tile_size=64)
+    difference = strict_export_onnx(model, tmp_path / "unet.onnx", tile_size=64)
     assert difference is not None and difference <= 1e-4
     images = torch.randn(1, 3, 64, 64)  # a batch size that was neither traced nor checked
     with torch.no_grad():
@@ -47,7 +48,7 @@ def test_onnx_export_of_a_zoo_model(tmp_path):
 
 def test_onnx_export_of_an_ensemble_with_d4_tta(tmp_path):
     model = ensemble_with_tta()
-    difference = quiet_export_onnx(model, tmp_path / "ensemble.onnx", tile_size=32)
+    difference = strict_export_onnx(model, tmp_path / "ensemble.onnx", tile_size=32)
     assert difference <= 1e-4
     images = torch.randn(5, 3, 32, 32)
     found = run_onnx(tmp_path / "ensemble.onnx", images)
@@ -58,12 +59,12 @@ def test_onnx_export_of_an_ensemble_with_d4_tta(tmp_path):
 
 def test_onnx_export_of_multiscale_flip_tta(tmp_path):
     model = TTA(small_unet(), "flips", scales=(0.75, 1.0, 1.25), activation="sigmoid").eval()
-    assert quiet_export_onnx(model, tmp_path / "scales.onnx", tile_size=64) <= 1e-4
+    assert strict_export_onnx(model, tmp_path / "scales.onnx", tile_size=64) <= 1e-4
 
 
 def test_exported_onnx_model_tiles_a_larger_image(tmp_path):
     model = small_unet()
-    quiet_export_onnx(model, tmp_path / "unet.onnx", tile_size=32, check=False)
+    strict_export_onnx(model, tmp_path / "unet.onnx", tile_size=32, check=False)
     session = onnxruntime.InferenceSession(str(tmp_path / "unet.onnx"), providers=["CPUExecutionProvider"])
 
     def onnx_model(tiles: torch.Tensor) -> torch.Tensor:
@@ -102,5 +103,24 @@ def test_unknown_exporter(tmp_path):
 @pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
 def test_unet11_exports_to_onnx_and_torchscript(tmp_path):
     model = create_model("unet11").eval()
-    assert quiet_export_onnx(model, tmp_path / "unet11.onnx", tile_size=64) <= 1e-4
+    assert strict_export_onnx(model, tmp_path / "unet11.onnx", tile_size=64) <= 1e-4
     assert export_torchscript(model, tmp_path / "unet11.pt", tile_size=64) <= 1e-4
+
+
+# every registered segmentation family, at a tiny width, through the default (dynamo) exporter: no fallback
+FAMILIES = [
+    ("unet", {"num_filters": 4, "depth": 3}),
+    ("unet11", {"num_filters": 4}),
+    ("unet11", {"num_filters": 4, "batch_norm": True}),
+    ("unet16", {"num_filters": 4}),
+    ("albunet34", {"num_filters": 4}),
+    ("linknet34", {}),
+    ("smp.Unet", {"encoder_name": "resnet18"}),
+]
+
+
+@pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=lambda value: str(value))
+def test_every_segmentation_family_exports_with_the_default_exporter(name, kwargs, tmp_path):
+    model = create_model(name, **kwargs).eval()
+    difference = strict_export_onnx(model, tmp_path / "model.onnx", tile_size=64, exporter="dynamo")
+    assert difference <= 1e-4
