@@ -22,3 +22,15 @@ def cache_torchvision_weights(
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
+
+
+# every registered segmentation family at a tiny width (a few seconds each on a CPU)
+TINY_SEGMENTATION_FAMILIES = [
+    ("unet", {"num_filters": 4, "depth": 3}),
+    ("unet11", {"num_filters": 4}),
+    ("unet11", {"num_filters": 4, "batch_norm": True}),
+    ("unet16", {"num_filters": 4}),
+    ("albunet34", {"num_filters": 4}),
+    ("linknet34", {}),
+    ("smp.Unet", {"encoder_name": "resnet18"}),
+]

@@ -14,6 +14,7 @@ from ternaus_zoo.inference.ensemble import Ensemble
 from ternaus_zoo.inference.export import export_onnx, export_torchscript
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor
 from ternaus_zoo.inference.tta import TTA
+from tests.fakes import TINY_SEGMENTATION_FAMILIES
 
 
 def small_unet(seed: int = 0, num_classes: int = 1):
@@ -107,19 +108,7 @@ def test_unet11_exports_to_onnx_and_torchscript(tmp_path):
     assert export_torchscript(model, tmp_path / "unet11.pt", tile_size=64) <= 1e-4
 
 
-# every registered segmentation family, at a tiny width, through the default (dynamo) exporter: no fallback
-FAMILIES = [
-    ("unet", {"num_filters": 4, "depth": 3}),
-    ("unet11", {"num_filters": 4}),
-    ("unet11", {"num_filters": 4, "batch_norm": True}),
-    ("unet16", {"num_filters": 4}),
-    ("albunet34", {"num_filters": 4}),
-    ("linknet34", {}),
-    ("smp.Unet", {"encoder_name": "resnet18"}),
-]
-
-
-@pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=lambda value: str(value))
+@pytest.mark.parametrize(("name", "kwargs"), TINY_SEGMENTATION_FAMILIES, ids=lambda value: str(value))
 def test_every_segmentation_family_exports_with_the_default_exporter(name, kwargs, tmp_path):
     model = create_model(name, **kwargs).eval()
     difference = strict_export_onnx(model, tmp_path / "model.onnx", tile_size=64, exporter="dynamo")

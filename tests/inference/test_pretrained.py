@@ -21,19 +21,10 @@ from ternaus_zoo.models.pretrained import (
     model_from_config,
 )
 from ternaus_zoo.weights import load_container, read_checkpoint
+from tests.fakes import TINY_SEGMENTATION_FAMILIES
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "pretrained_v1"
-FAMILIES = [
-    ("unet", {"num_filters": 4, "depth": 3}),
-    ("unet11", {"num_filters": 4}),
-    ("unet11", {"num_filters": 4, "batch_norm": True}),
-    ("unet16", {"num_filters": 4}),
-    ("albunet34", {"num_filters": 4}),
-    ("linknet34", {}),
-    ("smp.Unet", {"encoder_name": "resnet18"}),
-    ("aux_resnet18", {}),
-    ("gapnet_pl", {}),
-]
+FAMILIES = [*TINY_SEGMENTATION_FAMILIES, ("aux_resnet18", {}), ("gapnet_pl", {})]
 
 
 @pytest.mark.parametrize(("name", "kwargs"), FAMILIES, ids=lambda value: str(value))
