@@ -22,7 +22,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.tuner import Tuner
 
 from ternaus_zoo.bagging import FoldRun, assemble, fold_logger_config, train_bag
-from ternaus_zoo.cli_inference import _takes_predict_ensemble, export, predict_ensemble
+from ternaus_zoo.cli_inference import _takes_predict_ensemble, export, predict_ensemble, predict_parser
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.inference import MaskWriter
 from ternaus_zoo.precision import fast_precision
@@ -43,6 +43,12 @@ USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo
   demo                              train a small U-Net on synthetic shapes (no data, no network)
 
 `ternaus-zoo fit --help` (or `bag --help`, `export --help`) lists every option of a command.
+"""
+
+PREDICT_ROUTES_HELP = """ternaus-zoo predict takes one of two routes:
+  with --manifest, --pretrained, --tta, --tile_size, --tile_overlap or several --ckpt_path: the options below;
+  otherwise (one --ckpt_path, no TTA, no tiles): LightningCLI's predict, whose options follow the line.
+
 """
 
 TRAINER_DEFAULTS = {
@@ -224,7 +230,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
         return
-    if argv[0] == "predict" and _takes_predict_ensemble(argv[1:]):
+    if argv[0] == "predict" and ("-h" in argv or "--help" in argv):
+        # predict has two routes: show the options of both
+        print(PREDICT_ROUTES_HELP + predict_parser().format_help() + "\n" + "=" * 80)
+    elif argv[0] == "predict" and _takes_predict_ensemble(argv[1:]):
         predict_ensemble(argv[1:])
         return
     build_cli(argv)

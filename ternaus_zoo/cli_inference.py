@@ -76,6 +76,39 @@ def _takes_predict_ensemble(args: Sequence[str]) -> bool:
     return any(name in PREDICT_ROUTE for name in names) or names.count("--ckpt_path") > 1
 
 
+def predict_parser() -> argparse.ArgumentParser:
+    """The options of :func:`predict_ensemble`, with their defaults (also shown by ``ternaus-zoo predict --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="ternaus-zoo predict",
+        description=predict_ensemble.__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _model_options(parser)
+    parser.add_argument("--pretrained", default=None, help="a folder of export --format pretrained (or a hub id)")
+    parser.add_argument("--tile_size", type=int, default=None, help="predict in tiles of this side")
+    parser.add_argument("--tile_overlap", type=float, default=0.25, help="fraction of a tile shared with its neighbour")
+    parser.add_argument("--tile_batch_size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument("--data.predict_dir", "--input", dest="input", required=True, help="folder of images")
+    parser.add_argument(
+        "--data.val_size", "--val_size", dest="val_size", type=_optional_int, default=-1,
+        help="longest side before predicting; -1: the checkpoint's evaluation size, none: full resolution",
+    )  # fmt: skip
+    parser.add_argument(
+        "--data.num_workers", "--num_workers", dest="num_workers", type=int, default=0, help="loader processes"
+    )
+    parser.add_argument("--writer.output_dir", "--output", dest="output", default="predictions", help="mask folder")
+    parser.add_argument("--writer.threshold", "--threshold", dest="threshold", default=None, help="a number or oof")
+    parser.add_argument(
+        "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=_boolean,
+        nargs="?", const=True, default=False, help="also write float16 <name>.npy probabilities",
+    )  # fmt: skip
+    parser.add_argument(
+        "--trainer.accelerator", "--accelerator", dest="accelerator", default="auto", help="cpu, gpu or auto"
+    )
+    parser.add_argument("--data.dataset", "--data.data_root", dest="unused", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
 def predict_ensemble(args: Sequence[str]) -> list[Path]:
     """``ternaus-zoo predict (--ckpt_path X ... | --manifest M) [--tta d4] [--tile_size N --tile_overlap f]
     --data.predict_dir=IN --writer.output_dir=OUT``: masks at each image's original size.
@@ -87,23 +120,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
     OOF-tuned threshold; the default is the manifest's (or the checkpoint's) threshold. ``val_size``
     defaults to the checkpoint's evaluation size. Returns the mask files.
     """
-    parser = argparse.ArgumentParser(prog="ternaus-zoo predict", description=predict_ensemble.__doc__)
-    _model_options(parser)
-    parser.add_argument("--pretrained", default=None, help="a folder of export --format pretrained (or a hub id)")
-    parser.add_argument("--tile_size", type=int, default=None, help="predict in tiles of this side")
-    parser.add_argument("--tile_overlap", type=float, default=0.25)
-    parser.add_argument("--tile_batch_size", type=int, default=4)
-    parser.add_argument("--data.predict_dir", "--input", dest="input", required=True, help="folder of images")
-    parser.add_argument("--data.val_size", "--val_size", dest="val_size", type=_optional_int, default=-1)
-    parser.add_argument("--data.num_workers", "--num_workers", dest="num_workers", type=int, default=0)
-    parser.add_argument("--writer.output_dir", "--output", dest="output", default="predictions")
-    parser.add_argument("--writer.threshold", "--threshold", dest="threshold", default=None, help="a number or oof")
-    parser.add_argument(
-        "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=_boolean,
-        nargs="?", const=True, default=False,
-    )  # fmt: skip
-    parser.add_argument("--trainer.accelerator", "--accelerator", dest="accelerator", default="auto")
-    parser.add_argument("--data.dataset", "--data.data_root", dest="unused", default=None, help=argparse.SUPPRESS)
+    parser = predict_parser()
     options = parser.parse_args(args)
     models, spec, tta, reduction = _models_and_spec(options)
     if options.threshold is None:

@@ -120,6 +120,17 @@ def test_bag_options_that_contradict_each_other_are_errors(arguments, message, t
     assert "Traceback" not in result.stderr
 
 
+def test_predict_help_lists_the_options_of_both_routes():
+    script = Path(sys.executable).with_name("ternaus-zoo")
+    result = subprocess.run([str(script), "predict", "--help"], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    for option in ("--manifest", "--pretrained", "--tta", "--tile_size", "--tile_overlap", "--writer.threshold"):
+        assert option in result.stdout
+    text = " ".join(result.stdout.split())  # argparse wraps at the terminal's width
+    assert "{none,hflip,vflip,flips,d4}" in text and "(default: 0.25)" in text
+    assert "--trainer.max_epochs" in result.stdout  # LightningCLI's own predict options follow
+
+
 def test_help_lists_every_command(capsys):
     main([])
     text = capsys.readouterr().out
