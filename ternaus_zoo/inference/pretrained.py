@@ -60,11 +60,7 @@ def save_predictor_pretrained(
     """
     folder = Path(folder)
     if len(models) == 1 and prediction.get("tta", "none") == "none":
-        save_pretrained(models[0], folder, card)
-        config = read_config(folder)
-        config["prediction"] = dict(prediction)
-        write_config(folder, config, card)
-        return folder
+        return save_pretrained(models[0], folder, card, extra={"prediction": dict(prediction)})
     folder.mkdir(parents=True, exist_ok=True)
     members = []
     for index, model in enumerate(models):

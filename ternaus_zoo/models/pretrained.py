@@ -112,7 +112,12 @@ def write_config(folder: Path, config: Mapping[str, Any], card: Mapping[str, Any
     (folder / CARD_FILE).write_text(model_card(config, card))
 
 
-def save_pretrained(model: nn.Module, folder: str | os.PathLike, card: Mapping[str, Any] | None = None) -> Path:
+def save_pretrained(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    card: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card for ``model`` into ``folder``.
 
     Args:
@@ -120,12 +125,13 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, card: Mapping[s
         folder: created if missing; files of an earlier save are replaced.
         card: what the card should say beyond the architecture: ``data``, ``metrics`` (name -> value),
             ``metrics_source``, ``command``, ``training_config``, ``notes``, ``title``.
+        extra: more top-level ``config.json`` sections (the ``prediction`` settings of an export).
 
     Returns:
         The folder.
     """
     folder = Path(folder)
-    config = model_config(model)
+    config = {**model_config(model), **(extra or {})}
     write_config(folder, config, card)
     # save_model (not save_file): TernausNet's aliased attributes share tensors, which save_model stores once
     save_model(model, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "library": LIBRARY})
