@@ -18,6 +18,10 @@ setup(
         "albumentations>=2.0.8,<3",
         # albumentations already depends on the headless build; opencv-python beside it would install a second cv2
         "opencv-python-headless>=4.8",
+        # GIF and palette PNG masks (ternaus_zoo.data.io): OpenCV reads no GIF before 4.11 and expands palettes
+        "Pillow>=9.1",
+        # multi-page, multi-channel and planar TIFF (ternaus_zoo.data.io); pure Python, needs only numpy
+        "tifffile>=2022.8.12",
         "pytorch-lightning>=2.2",
         "torchmetrics>=1.2",
         "jsonargparse[signatures]>=4.27",
@@ -45,11 +49,14 @@ setup(
         "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel"],
         # from_pretrained("user/name"): hub repositories
         "hub": ["huggingface_hub>=0.20"],
+        # TIFF compressions tifffile decodes only with it (LZW, JPEG, zstd...) in files OpenCV cannot read
+        # either (more than 4 channels, planar channels); a 26 MB wheel, hence optional
+        "tiff": ["imagecodecs"],
     },
     entry_points={
         "console_scripts": [
             "ternaus-zoo=ternaus_zoo.cli:main",
-            "ternaus-zoo-cls=ternaus_zoo.cli_classification:main",
+            "ternaus-zoo-cls=ternaus_zoo.cli:classification_alias",
         ]
     },
 )

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
-from ternaus_zoo.cli_classification import main as cli
+from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import ClassificationDataModule, contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
 from ternaus_zoo.metrics.classification import multilabel_fbeta, multilabel_recall
@@ -206,7 +206,7 @@ def train(row: Row, folds: Path | None) -> dict:
     if last.is_file():
         arguments.append(f"--ckpt_path={last}")
     started = time.perf_counter()
-    cli(arguments)
+    cli(["classify", *arguments])
     fit_seconds = time.perf_counter() - started
 
     best = sorted((run / "log" / "checkpoints").glob("best-*.ckpt"))[-1]

@@ -1,7 +1,9 @@
 """The quality ladder (the Carvana recipe, one step per row) on kvasir-seg, membrane and camvid-val.
 
-    OMP_NUM_THREADS=2 nohup python -m benchmarks.quality --dataset kvasir-seg --epochs 2 \\
-        > runs/benchmarks/quality_kvasir-seg.log 2>&1 &
+    OMP_NUM_THREADS=2 nohup python -m benchmarks.quality --dataset kvasir-seg --epochs 6 --size 128 --seed 0 \\
+        > runs/benchmarks/quality_kvasir-seg_seed0.log 2>&1 &
+
+Run it once per seed; ``python -m benchmarks.ladder --dataset kvasir-seg`` then puts the seeds side by side.
 
 Every row trains through the command line a user would type (``ternaus-zoo bag --only_fold ...``) and is
 scored from the PNG masks of ``ternaus-zoo predict`` at each mask's original resolution, following
@@ -37,7 +39,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, markdown_table
+from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import HOLDOUT, load_folds, save_folds
 from ternaus_zoo.data.io import list_images
@@ -45,16 +47,10 @@ from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score, mean_iou
 from ternaus_zoo.precision import fast_precision
 
 AUGMENTED = ["--data.scale=[0.5, 1.0]", "--data.color=true"]
-# "plain": the whole image resized to the crop (scale fixed at 1), no colour jitter; a horizontal flip stays
-PLAIN = ["--data.scale=[1.0, 1.0]", "--data.color=false", "--data.d4=false"]
 CONSTANT = ["--model.scheduler=constant"]
 UNET = ["--model.model=unet", '--model.model_kwargs={"num_filters": 32}']
-UNET11 = ["--model.model=unet11", "--model.weights=null"]
-SMP_RESNET34 = [
-    "--model.model=smp.Unet",
-    '--model.model_kwargs={"encoder_name": "resnet34"}',
-    "--model.weights=null",
-]
+# the fixed UNet11 of issue 14 (benchmarks/results/unet11_from_scratch.md): VGG11-BN encoder, BN decoder
+UNET11 = ["--model.model=unet11", "--model.weights=null", '--model.model_kwargs={"batch_norm": true}']
 
 
 def cyclic(peak: float) -> list[str]:
@@ -90,7 +86,7 @@ LADDERS = {
     "kvasir-seg": Ladder(
         dataset="kvasir-seg",
         scoring="holdout",
-        n_folds=5,
+        n_folds=3,
         common=[
             "--data.holdout_every=5",
             "--data.mask_threshold=127",
@@ -100,20 +96,16 @@ LADDERS = {
             "--model.lr=3e-4",
         ],
         recipes={
-            "unet_plain": UNET + PLAIN + CONSTANT,
-            "unet_aug": UNET + AUGMENTED + CONSTANT,
+            "unet": UNET + AUGMENTED + CONSTANT,
             "unet11": UNET11 + AUGMENTED + CONSTANT,
             "unet11_cyclic": UNET11 + AUGMENTED + cyclic(1e-3),
-            "smp_unet_resnet34": SMP_RESNET34 + AUGMENTED + cyclic(1e-3),
         },
         rows=[
-            Row("plain U-Net (BCE + Jaccard, Adam)", "unet_plain"),
-            Row("+ augmentations (crop, D4, colour)", "unet_aug"),
-            Row("UNet11 (VGG11 encoder, no ImageNet weights)", "unet11"),
+            Row("plain U-Net (BCE + Jaccard, Adam, augmentations)", "unet"),
+            Row("UNet11 (VGG11-BN encoder, no ImageNet weights)", "unet11"),
             Row("+ cyclic learning rate", "unet11_cyclic"),
-            Row("+ bagging over 5 folds", "unet11_cyclic", all_folds=True),
+            Row("+ bagging over 3 folds", "unet11_cyclic", all_folds=True),
             Row("+ D4 TTA", "unet11_cyclic", all_folds=True, tta="d4"),
-            Row("reference: smp.Unet(resnet34), recipe of '+ cyclic learning rate'", "smp_unet_resnet34"),
         ],
     ),
     "membrane": Ladder(
@@ -128,7 +120,7 @@ LADDERS = {
         },
         rows=[
             Row("U-Net (BCE + Jaccard, augmentations)", "unet", all_folds=True),
-            Row("UNet11 (no ImageNet weights)", "unet11", all_folds=True),
+            Row("UNet11 (VGG11-BN encoder, no ImageNet weights)", "unet11", all_folds=True),
             Row("+ cyclic learning rate, Lovasz hinge loss", "unet11_cyclic_lovasz", all_folds=True),
             Row("+ D4 TTA", "unet11_cyclic_lovasz", all_folds=True, tta="d4"),
         ],
@@ -157,7 +149,7 @@ LADDERS = {
         },
         rows=[
             Row("U-Net (cross-entropy, augmentations)", "unet_ce"),
-            Row("UNet11 (no ImageNet weights)", "unet11_ce"),
+            Row("UNet11 (VGG11-BN encoder, no ImageNet weights)", "unet11_ce"),
             Row("+ cyclic learning rate, CE + Lovasz softmax", "unet11_lovasz"),
             Row("+ horizontal-flip TTA", "unet11_lovasz", tta="hflip"),
         ],
@@ -169,7 +161,8 @@ LADDERS = {
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(LADDERS), default="kvasir-seg")
-    parser.add_argument("--name", default=None, help="run and result name (default: quality_<dataset>)")
+    parser.add_argument("--seed", type=int, default=0, help="seed_everything of every model (the folds stay fixed)")
+    parser.add_argument("--name", default=None, help="run and result name (default: quality_<dataset>_seed<seed>)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of every model (40: the GPU schedule)")
     parser.add_argument("--size", type=int, default=256, help="training crops and evaluation size (longest side)")
     parser.add_argument("--workers", type=int, default=1, help="data loader processes")
@@ -177,13 +170,13 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, nargs="*", help="indices of the rows to run (default: all)")
     parser.add_argument("overrides", nargs="*", help="extra LightningCLI options for every model")
     options = parser.parse_args()
-    options.name = options.name or f"quality_{options.dataset}"
+    options.name = options.name or f"quality_{options.dataset}_seed{options.seed}"
     return options
 
 
 def training_arguments(ladder: Ladder, recipe: str, options: argparse.Namespace, data_root: Path) -> list[str]:
     return [
-        "--seed_everything=0",
+        f"--seed_everything={options.seed}",
         f"--data.dataset={ladder.dataset}",
         f"--data.data_root={data_root}",
         f"--data.image_size={options.size}",
@@ -298,6 +291,8 @@ def scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, An
         "iou_background": float(iou_score(tp[:, background], fp[:, background], fn[:, background])),
         "mean_iou": float(mean_iou(tp, fp, fn)),
         "dice_per_image": float(dice_score(*fg, reduction="per_image")),
+        # the failures a clinician would see: images whose own Dice is under 0.5
+        "share_dice_below_half": float((dice_score(*fg, reduction="none") < 0.5).float().mean()),
     }
 
 
@@ -346,6 +341,7 @@ def score_row(ladder: Ladder, row: Row, bag_dir: Path, data: Path, run: Path) ->
         "predict_seconds": seconds,
         "epochs": [entry["best_epoch"] + 1 for entry in used],
         "models": len(used) if row.all_folds or ladder.scoring == "folds" else 1,
+        "commit": git_commit(),
     }
     if per_fold:
         result["per_fold_mean_iou"] = per_fold
@@ -435,7 +431,7 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
         f"# Quality ladder on {ladder.dataset}",
         environment(),
         f"- every model: {options.epochs} epoch(s), {options.size} px crops, evaluation at {options.size} px (longest "
-        f"side) and scored at each mask's original resolution, precision {options.precision}, seed 0, "
+        f"side) and scored at each mask's original resolution, precision {options.precision}, seed {options.seed}, "
         f"{options.workers} loader process(es), no ImageNet weights (none can be downloaded here)",
         f"- scored images: {split.get('description', '')} (sha1 of the sorted stems {split.get('sha1', '')})",
         *[f"- {note}" for note in ladder.notes],
@@ -454,6 +450,8 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
         "dataset": ladder.dataset,
         "epochs": options.epochs,
         "size": options.size,
+        "seed": options.seed,
+        "commit": git_commit(),
         "rows": [{"name": row.name, **state["rows"][row.name]} for row in ladder.rows if row.name in state["rows"]],
         "trivial": state.get("trivial", {}),
         "split": state.get("split", {}),
@@ -510,9 +508,10 @@ def main() -> None:
     run.mkdir(parents=True, exist_ok=True)
     state_path = run / "state.json"
     state = load_json(state_path)
-    if state.get("epochs", options.epochs) != options.epochs or state.get("size", options.size) != options.size:
-        raise SystemExit(f"{run} holds a run of other epochs/size: pass another --name")
-    state |= {"epochs": options.epochs, "size": options.size}
+    settings = {"epochs": options.epochs, "size": options.size, "seed": options.seed}
+    if any(state.get(key, value) != value for key, value in settings.items()):
+        raise SystemExit(f"{run} holds a run of other epochs/size/seed: pass another --name")
+    state |= settings
     state.setdefault("rows", {})
     selected = [row for index, row in enumerate(ladder.rows) if options.rows is None or index in options.rows]
     for row in selected:

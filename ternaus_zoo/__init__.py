@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ternaus_zoo.errors import UserError
 from ternaus_zoo.models.factory import create_model, get_model_info, list_models
 from ternaus_zoo.registry import ModelInfo, register_model
 from ternaus_zoo.weights import EncoderWeights, WeightsError, load_weights
@@ -20,6 +21,7 @@ _LAZY = {
     "SegmentationMetrics": "ternaus_zoo.metrics",
     "MultilabelMetrics": "ternaus_zoo.metrics",
     "SegmentationDataset": "ternaus_zoo.data",
+    "DataError": "ternaus_zoo.data",
     "SegmentationDataModule": "ternaus_zoo.data",
     "SegmentationModule": "ternaus_zoo.training",
     "TTA": "ternaus_zoo.inference",
@@ -32,6 +34,7 @@ _LAZY = {
 __all__ = [
     "EncoderWeights",
     "ModelInfo",
+    "UserError",
     "WeightsError",
     "__version__",
     "create_model",

@@ -1,35 +1,41 @@
-"""The ``ternaus-zoo`` command line.
+"""The ``ternaus-zoo`` command line, one entry point for both tasks.
 
-``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's subcommands over
+Segmentation: ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's subcommands over
 ``SegmentationModule`` and ``SegmentationDataModule``; ``lr-find``, ``bag``, ``export`` and ``demo`` are
 plain functions, ``lr-find`` and ``bag`` reusing the same parser and config (``LightningCLI(run=False)``).
 ``predict`` with ``--manifest``, ``--tta``, ``--tile_size`` or several ``--ckpt_path`` is a plain function
-too (:func:`predict_ensemble`); without them it stays LightningCLI's.
+too (:func:`predict_ensemble`); without them it stays LightningCLI's. Classification: ``ternaus-zoo classify
+{fit,validate,test,predict}`` (:mod:`ternaus_zoo.cli_classification`; ``ternaus-zoo-cls`` is its alias).
+
+Errors the user can fix (:class:`ternaus_zoo.errors.UserError`) end the command with exit status 2 and one
+line; ``--debug`` (anywhere on the line) or ``TERNAUS_ZOO_DEBUG=1`` shows the traceback instead. Ctrl-C
+ends it with status 130 and a line saying what is kept and how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 from pytorch_lightning.tuner import Tuner
 
 from ternaus_zoo.bagging import FoldRun, assemble, fold_logger_config, train_bag
+from ternaus_zoo.cli_classification import classify
 from ternaus_zoo.cli_inference import _takes_predict_ensemble, export, predict_ensemble, predict_parser
-from ternaus_zoo.data import SegmentationDataModule
-from ternaus_zoo.inference import MaskWriter
-from ternaus_zoo.precision import fast_precision
-from ternaus_zoo.training import SegmentationModule
+from ternaus_zoo.cli_lightning import build_cli, resolved_config
+from ternaus_zoo.errors import BadValueError, UserError
+from ternaus_zoo.interrupts import was_interrupted
 from ternaus_zoo.training.demo import run_demo
 
-USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo} ...
+DEBUG_VARIABLE = "TERNAUS_ZOO_DEBUG"
+LR_FIND_MIN_STEPS = 12
+
+USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo,classify} ... [--debug]
 
   fit | validate | test | predict   LightningCLI subcommands, e.g.
                                     ternaus-zoo fit --config configs/kvasir_unet11.yaml
@@ -41,6 +47,12 @@ USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo
                                     --only_fold k per device or array task, then --assemble
   export                            a checkpoint or manifest (+ TTA) to ONNX or TorchScript at a fixed tile size
   demo                              train a small U-Net on synthetic shapes (no data, no network)
+  classify {fit,validate,test,predict}
+                                    the same LightningCLI subcommands for classification models, e.g.
+                                    ternaus-zoo classify fit --config configs/miml_gapnet.yaml
+
+A mistake in the input (a missing file, a bad value) ends with one line and exit status 2; add --debug
+(or set TERNAUS_ZOO_DEBUG=1) for the traceback.
 
 `ternaus-zoo fit --help` (or `bag --help`, `export --help`) lists every option of a command.
 """
@@ -48,56 +60,26 @@ USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo
 PREDICT_ROUTES_HELP = """ternaus-zoo predict takes one of two routes:
   with --manifest, --pretrained, --tta, --tile_size, --tile_overlap or several --ckpt_path: the options below;
   otherwise (one --ckpt_path, no TTA, no tiles): LightningCLI's predict, whose options follow the line.
+Both routes predict at the checkpoint's evaluation size (its data.val_size, the longest side) unless
+--data.val_size is given (--data.val_size=null: full resolution), and write masks at each image's own size.
+With --tile_size the full-resolution image is cut into tiles, read as stored and normalised tile by tile,
+so memory is the image, the tiles and the output (val_size does not apply).
 
 """
 
-TRAINER_DEFAULTS = {
-    "logger": [
-        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-        # TensorBoard in its own folder: two loggers under one folder would count versions apart
-        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs/tensorboard"}},
-    ],
-    "callbacks": [
-        {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-    ],
-    "precision": fast_precision(),
-}
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, descriptions kept as written."""
 
 
-class ZooCLI(LightningCLI):
-    """LightningCLI with the data module told which model it feeds, and a mask writer for ``predict``."""
-
-    linked: tuple[str, ...] = ("in_channels", "num_classes", "ignore_index")
-    writer_class: type = MaskWriter
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("model.model", "data.model_name")
-        for name in self.linked:
-            parser.link_arguments(f"model.{name}", f"data.{name}")
-        parser.add_lightning_class_args(self.writer_class, "writer")
-        parser.set_defaults({f"trainer.{key}": value for key, value in TRAINER_DEFAULTS.items()})
-
-
-def build_cli(
-    args: Sequence[str],
-    run: bool = True,
-    cli_class: type[ZooCLI] = ZooCLI,
-    model_class: type = SegmentationModule,
-    datamodule_class: type = SegmentationDataModule,
-) -> ZooCLI:
-    """The LightningCLI over a module and a data module; ``run=False`` only parses and instantiates."""
-    # LightningCLI warns when it is given `args` while sys.argv holds arguments too, which is always the case
-    # under the console script. sys.argv itself must stay: Lightning's DDP launcher re-runs it in the workers.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
-        return cli_class(
-            model_class,
-            datamodule_class,
-            args=list(args),
-            run=run,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False},
-        )
+def print_help_with_lightning(parser: argparse.ArgumentParser) -> None:
+    """The command's own options, then every LightningCLI option it passes on (those of ``fit``)."""
+    print(parser.format_help() + "\nand every option of `ternaus-zoo fit`:\n" + "=" * 80)
+    try:
+        build_cli(["--help"], run=False)
+    except SystemExit as stop:  # argparse exits after printing the help
+        if stop.code not in (0, None):
+            raise
 
 
 def lr_find(args: Sequence[str]) -> float | None:
@@ -106,11 +88,24 @@ def lr_find(args: Sequence[str]) -> float | None:
     Extra options: ``--min_lr``, ``--max_lr``, ``--num_training`` (steps); the plot is written to
     ``<log_dir>/lr_find.png``.
     """
-    extra = argparse.ArgumentParser(prog="ternaus-zoo lr-find", add_help=False)
-    extra.add_argument("--min_lr", type=float, default=1e-6)
-    extra.add_argument("--max_lr", type=float, default=1.0)
-    extra.add_argument("--num_training", type=int, default=100)
+    extra = argparse.ArgumentParser(
+        prog="ternaus-zoo lr-find", description=lr_find.__doc__, add_help=False, formatter_class=HelpFormatter
+    )
+    extra.add_argument("--min_lr", type=float, default=1e-6, help="the first rate tried")
+    extra.add_argument("--max_lr", type=float, default=1.0, help="the last rate tried")
+    extra.add_argument(
+        "--num_training", type=int, default=100, help=f"steps, at least {LR_FIND_MIN_STEPS}: one rate each"
+    )
+    extra.add_argument("-h", "--help", action="store_true")
     options, rest = extra.parse_known_args(args)
+    if options.help:
+        print_help_with_lightning(extra)
+        return None
+    if options.num_training < LR_FIND_MIN_STEPS:
+        raise BadValueError(
+            f"--num_training={options.num_training}: lr-find needs at least {LR_FIND_MIN_STEPS} steps to suggest a "
+            "rate (Lightning's suggestion skips the first 10 points of the curve and the last)"
+        )
     cli = build_cli(rest, run=False)
     finder = Tuner(cli.trainer).lr_find(
         cli.model,
@@ -124,7 +119,15 @@ def lr_find(args: Sequence[str]) -> float | None:
     figure = finder.plot(suggest=True)
     path = f"{cli.trainer.log_dir or '.'}/lr_find.png"
     figure.savefig(path)
-    print(f"lr-find: suggested learning rate {suggestion}; plot in {path}")
+    if suggestion is None:
+        points = len(finder.results.get("lr", []))
+        print(
+            f"lr-find: no suggestion: the loss curve stopped after {points} of {options.num_training} steps (the "
+            f"loss diverged, or the data ran out) and a suggestion needs {LR_FIND_MIN_STEPS}; lower --max_lr or "
+            f"raise --num_training; plot in {path}"
+        )
+    else:
+        print(f"lr-find: suggested learning rate {suggestion:.3g}; plot in {path}")
     return suggestion
 
 
@@ -132,15 +135,6 @@ BAG_HELP = """Train one model per fold with the config and overrides of `fit`; e
 run in <bag_dir>/fold<k>/ (resumable). Every other option is LightningCLI's, e.g. --config X.yaml
 --trainer.max_epochs=20 --model.lr=1e-3. Parallel: --only_fold $SLURM_ARRAY_TASK_ID per device or
 array task, then --assemble once they are done."""
-
-
-def _resolved_config(cli: LightningCLI) -> dict[str, Any]:
-    """The parsed configuration as plain data, ``None`` values and link targets included."""
-    try:
-        text = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True, skip_link_targets=False)
-    except TypeError:  # jsonargparse < 4.49 names them skip_none and skip_check
-        text = cli.parser.dump(cli.config, skip_none=False, skip_check=True, skip_link_targets=False)
-    return yaml.safe_load(text)
 
 
 def bag(args: Sequence[str]) -> dict[str, Any] | None:
@@ -151,9 +145,11 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     and writes ``<bag_dir>/manifest.json`` once every fold is done; ``--assemble`` only writes the
     manifest, from the finished folds. Returns the manifest when one was written.
     """
-    extra = argparse.ArgumentParser(prog="ternaus-zoo bag", description=BAG_HELP, add_help=False)
+    extra = argparse.ArgumentParser(
+        prog="ternaus-zoo bag", description=BAG_HELP, add_help=False, formatter_class=HelpFormatter
+    )
     extra.add_argument("--folds", type=int, default=None, help="number of folds K (sets --data.n_folds)")
-    extra.add_argument("--bag_dir", default="runs/bag", help="folder of the bag (default runs/bag)")
+    extra.add_argument("--bag_dir", default="runs/bag", help="folder of the bag")
     extra.add_argument("--only_fold", type=int, nargs="+", default=None, help="train only these folds")
     extra.add_argument("--assemble", action="store_true", help="write the manifest from the finished folds")
     extra.add_argument("--bootstrap", action="store_true", help="train each fold on a bootstrap sample")
@@ -161,7 +157,7 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     extra.add_argument("-h", "--help", action="store_true")
     options, rest = extra.parse_known_args(args)
     if options.help:
-        extra.print_help()
+        print_help_with_lightning(extra)
         return None
     if options.bootstrap_seed is not None and not options.bootstrap:
         extra.error("--bootstrap_seed only applies with --bootstrap (each fold on a bootstrap sample)")
@@ -184,7 +180,7 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
             f"--trainer.logger={json.dumps(fold_logger_config(bag_dir, fold))}",
         ]
         cli = build_cli([*rest, *overrides], run=False)
-        config = _resolved_config(cli)
+        config = resolved_config(cli)
         config.pop("writer", None)  # predict's options
         config.get("trainer", {}).pop("logger", None)  # fold k's own folders
         return FoldRun(cli.trainer, cli.model, cli.datamodule, config)
@@ -219,11 +215,13 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "bag": bag,
     "export": export,
     "demo": demo,
+    "classify": classify,
 }
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def run_command(argv: Sequence[str]) -> None:
+    """Dispatch one command line (without the program name) to its command."""
+    argv = list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
@@ -237,6 +235,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         predict_ensemble(argv[1:])
         return
     build_cli(argv)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of ``error`` on one line; for an error a DataLoader worker re-raised, the original one."""
+    text = str(error)
+    if "Original Traceback" in text:  # "Caught DataError in DataLoader worker process 0. Original Traceback ..."
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Error") else last
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``ternaus-zoo`` console script: user errors as one line and exit status 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    try:
+        run_command([argument for argument in argv if argument != "--debug"])
+    except UserError as error:
+        if debug:
+            raise
+        print(f"ternaus-zoo: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("ternaus-zoo: interrupted before any run had started: nothing to resume", file=sys.stderr)
+        raise SystemExit(130) from None
+    except SystemExit as stop:
+        # Lightning exits with status 1 after Ctrl-C; InterruptNotice has said what is kept
+        if stop.code == 1 and was_interrupted():
+            raise SystemExit(130) from None
+        raise
+
+
+def classification_alias() -> None:
+    """``ternaus-zoo-cls ...``: the alias of ``ternaus-zoo classify ...`` (kept for one release)."""
+    print("ternaus-zoo-cls is now `ternaus-zoo classify`; the alias goes in the next release", file=sys.stderr)
+    main(["classify", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

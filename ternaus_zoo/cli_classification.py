@@ -1,4 +1,4 @@
-"""The ``ternaus-zoo-cls`` command line: LightningCLI's ``fit``, ``validate``, ``test`` and ``predict`` over
+"""``ternaus-zoo classify``: LightningCLI's ``fit``, ``validate``, ``test`` and ``predict`` over
 :class:`~ternaus_zoo.training.classification.ClassificationModule` and
 :class:`~ternaus_zoo.data.ClassificationDataModule`, with the trainer defaults of ``ternaus-zoo``.
 
@@ -9,22 +9,21 @@ thresholds tuned on the validation fold and stored in the checkpoint) through
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from ternaus_zoo.cli import ZooCLI, build_cli
+from ternaus_zoo.cli_lightning import ZooCLI, build_cli
 from ternaus_zoo.data.classification_datamodule import ClassificationDataModule
 from ternaus_zoo.inference.writers import LabelWriter
 from ternaus_zoo.training.classification import ClassificationModule
 
-USAGE = """usage: ternaus-zoo-cls {fit,validate,test,predict} ...
+USAGE = """usage: ternaus-zoo classify {fit,validate,test,predict} ...
 
   fit | validate | test | predict   LightningCLI subcommands over the classification module, e.g.
-                                    ternaus-zoo-cls fit --config configs/miml_gapnet.yaml
-                                    ternaus-zoo-cls predict --config X.yaml --ckpt_path best.ckpt \\
+                                    ternaus-zoo classify fit --config configs/miml_gapnet.yaml
+                                    ternaus-zoo classify predict --config X.yaml --ckpt_path best.ckpt \\
                                         --writer.output_path predictions.csv
 
-`ternaus-zoo-cls fit --help` lists every option of a subcommand.
+`ternaus-zoo classify fit --help` lists every option of a subcommand.
 """
 
 
@@ -33,6 +32,7 @@ class ClassificationCLI(ZooCLI):
 
     linked = ("in_channels", "num_classes")
     writer_class = LabelWriter
+    task = "classification"
 
 
 def build_classification_cli(args: Sequence[str], run: bool = True) -> ClassificationCLI:
@@ -40,14 +40,10 @@ def build_classification_cli(args: Sequence[str], run: bool = True) -> Classific
     return build_cli(args, run, ClassificationCLI, ClassificationModule, ClassificationDataModule)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``ternaus-zoo-cls`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+def classify(argv: Sequence[str]) -> None:
+    """``ternaus-zoo classify <subcommand> ...``: the classification command line."""
+    argv = list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
     build_classification_cli(argv)
-
-
-if __name__ == "__main__":
-    main()

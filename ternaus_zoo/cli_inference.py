@@ -14,8 +14,10 @@ from typing import Any
 
 from torch import nn
 
+from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.inference import export_onnx, export_torchscript
 from ternaus_zoo.inference.ensemble import model_from_checkpoint
+from ternaus_zoo.inference.export import PixelInput
 from ternaus_zoo.inference.predict import (
     TTA_CHOICES,
     PredictionSpec,
@@ -50,7 +52,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ckpt_path", action="append", default=[], help="a checkpoint (repeat for an ensemble)")
     parser.add_argument("--manifest", default=None, help="a bagging manifest (ternaus-zoo bag)")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="the manifest's checkpoints")
-    parser.add_argument("--tta", choices=TTA_CHOICES, default="none", help="test-time augmentation")
+    parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default="none",
+        help="test-time augmentation: flips and quarter turns; 'scales' predicts at 0.75, 1 and 1.25 times the "
+        "size, '<set>+scales' every transform of the set at each scale",
+    )
     parser.add_argument("--reduction", choices=("mean", "geometric_mean"), default="mean", help="ensemble mean")
 
 
@@ -85,7 +93,12 @@ def predict_parser() -> argparse.ArgumentParser:
     )
     _model_options(parser)
     parser.add_argument("--pretrained", default=None, help="a folder of export --format pretrained (or a hub id)")
-    parser.add_argument("--tile_size", type=int, default=None, help="predict in tiles of this side")
+    parser.add_argument(
+        "--tile_size",
+        type=int,
+        default=None,
+        help="predict in tiles of this side, cut from the full-resolution image (val_size does not apply)",
+    )
     parser.add_argument("--tile_overlap", type=float, default=0.25, help="fraction of a tile shared with its neighbour")
     parser.add_argument("--tile_batch_size", type=int, default=4, help="tiles per forward pass")
     parser.add_argument("--data.predict_dir", "--input", dest="input", required=True, help="folder of images")
@@ -131,7 +144,15 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         threshold = spec.oof_threshold
     else:
         threshold = float(options.threshold)
-    val_size = spec.val_size if options.val_size == -1 else options.val_size
+    if options.tile_size is not None:
+        if options.val_size not in (-1, None):
+            raise BadValueError(
+                f"--data.val_size={options.val_size} does not apply with --tile_size: tiles are cut from the "
+                "full-resolution image (leave --data.val_size out)"
+            )
+        val_size = None
+    else:
+        val_size = spec.val_size if options.val_size == -1 else options.val_size
     model = build_predictor(models, tta, spec.activation, reduction)
     written = predict_folder(
         model,
@@ -157,8 +178,9 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
 def export(args: Sequence[str]) -> float | None:
     """``ternaus-zoo export (--ckpt_path X ... | --manifest M) [--tta d4] --format onnx|torchscript
     --tile_size 512 --output model.onnx``: the model, or the ensemble with its TTA, as one graph taking
-    ``(batch, C, T, T)`` normalised tiles and returning probabilities (``--logits``: logits); checked
-    against PyTorch (onnxruntime for ONNX). Returns the largest difference found.
+    ``(batch, C, T, T)`` tiles of pixels in [0, 1] (the normalisation is inside the graph; ``--normalized_input``:
+    normalised tiles) and returning probabilities (``--logits``: logits); checked against PyTorch (onnxruntime
+    for ONNX), whose file also says all this in its metadata. Returns the largest difference found.
 
     ``--format pretrained --output FOLDER``: a self-describing folder (``config.json``, safetensors
     weights, a ``README.md`` model card) that ``ternaus_zoo.from_pretrained`` and ``predict --pretrained``
@@ -175,16 +197,34 @@ def export(args: Sequence[str]) -> float | None:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference to PyTorch")
+    parser.add_argument(
+        "--normalized_input",
+        action="store_true",
+        help="the graph takes normalised tiles ((pixels - mean) / std); default: pixels in [0, 1], normalised inside",
+    )
     options = parser.parse_args(args)
     models, spec, tta, reduction = _models_and_spec(options)
     if options.format == "pretrained":
         export_pretrained(models, spec, options, args)
         return None
     model = build_predictor(models, tta, None if options.logits else spec.activation, reduction)
+    info = models[0].info.for_channels(spec.in_channels)
+    if not options.normalized_input:
+        model = PixelInput(model, info.mean, info.std)
     if options.format == "onnx":
+        metadata = {
+            "ternaus_zoo.input": "normalised tiles (pixels - mean) / std"
+            if options.normalized_input
+            else "pixels in [0, 1] (8-bit values / 255); mean and std are applied inside the graph",
+            "ternaus_zoo.layout": f"(batch, {spec.in_channels}, {options.tile_size}, {options.tile_size}), RGB order",
+            "ternaus_zoo.mean": json.dumps(list(info.mean)),
+            "ternaus_zoo.std": json.dumps(list(info.std)),
+            "ternaus_zoo.output": "logits" if options.logits else f"{spec.activation} probabilities",
+            "ternaus_zoo.tta": tta,
+        }
         difference = export_onnx(
             model, options.output, options.tile_size, spec.in_channels, options.opset, options.exporter,
-            atol=options.atol,
+            atol=options.atol, metadata=metadata,
         )  # fmt: skip
     else:
         difference = export_torchscript(model, options.output, options.tile_size, spec.in_channels, atol=options.atol)

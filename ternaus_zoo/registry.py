@@ -17,6 +17,7 @@ from typing import Any, Literal
 from torch import nn
 
 from ternaus_zoo.deprecation import moved_names
+from ternaus_zoo.errors import UnknownNameError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -109,7 +110,7 @@ def registered(name: str) -> tuple[Builder, ModelInfo]:
     if name not in _BUILDERS:
         close = [known for known in _BUILDERS if name.lower() in known.lower() or known.lower() in name.lower()]
         hint = f" Did you mean {close}?" if close else ""
-        raise KeyError(f"unknown model {name!r}.{hint} Known models: {sorted(_BUILDERS)}")
+        raise UnknownNameError(f"unknown model {name!r}.{hint} Known models: {sorted(_BUILDERS)}")
     return _BUILDERS[name], _INFOS[name]
 
 

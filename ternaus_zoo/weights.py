@@ -24,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import WeightsEnum
 
+from ternaus_zoo.errors import MissingPathError, UserError
+
 DOWNLOAD_TIMEOUT_S = 30.0
 OFFLINE_VARIABLES = ("TERNAUS_ZOO_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE")
 
@@ -47,7 +49,7 @@ class EncoderWeights:
     first_conv: str = "0.weight"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """A checkpoint that cannot be used, with the file and the key named."""
 
 
@@ -117,16 +119,17 @@ def load_container(path: str | os.PathLike) -> object:
                 "never unpickles (torch.load(weights_only=True)); save a plain state dict instead "
                 "(torch.save(model.state_dict(), path))"
             ) from None
-        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
+        raise WeightsError(f"{path} is not a PyTorch checkpoint (torch.load: {error})") from error
     except Exception as error:
-        raise WeightsError(f"{path} is not a PyTorch checkpoint: {error}") from error
+        reason = f"{type(error).__name__} {error}"
+        raise WeightsError(f"{path} is not a PyTorch checkpoint (torch.load: {reason})") from error
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Tensor]:
     """The tensors of a local checkpoint, unwrapped from Lightning/TernausNet containers and ``module.``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise MissingPathError(f"weights file {path} does not exist")
     content = load_container(path)
     for container_key in ("state_dict", "model", "model_state_dict"):
         if isinstance(content, Mapping) and isinstance(content.get(container_key), Mapping):

@@ -1,4 +1,4 @@
-"""``ternaus-zoo-cls`` in-process: fit, then predict from the checkpoint alone on a tiny CSV data set; the shipped
+"""``ternaus-zoo classify`` in-process: fit, then predict from the checkpoint alone on a tiny CSV data set; the shipped
 classification configs parse and build (with the real data)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from ternaus_zoo.cli_classification import build_classification_cli, main
+from ternaus_zoo.cli import main
+from ternaus_zoo.cli_classification import build_classification_cli
 from ternaus_zoo.inference import model_from_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -59,7 +60,7 @@ TINY = [
 
 def test_fit_then_predict_from_the_checkpoint_alone(csv_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    main(["fit", f"--data.dataset={csv_folder}", "--trainer.max_epochs=2", *TINY])
+    main(["classify", "fit", f"--data.dataset={csv_folder}", "--trainer.max_epochs=2", *TINY])
     (run,) = Path("runs/lightning_logs").iterdir()
     checkpoints = sorted(path.name for path in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
@@ -77,6 +78,7 @@ def test_fit_then_predict_from_the_checkpoint_alone(csv_folder, tmp_path, monkey
     output = tmp_path / "out" / "predictions.csv"
     main(
         [
+            "classify",
             "predict",
             f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
             f"--data.dataset={csv_folder}",
@@ -97,8 +99,8 @@ def test_fit_then_predict_from_the_checkpoint_alone(csv_folder, tmp_path, monkey
 
 
 def test_help(capsys):
-    main([])
-    assert "ternaus-zoo-cls" in capsys.readouterr().out
+    main(["classify"])
+    assert "ternaus-zoo classify fit --config" in capsys.readouterr().out
 
 
 @pytest.mark.data

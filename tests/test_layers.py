@@ -11,9 +11,10 @@ import ternaus_zoo
 PACKAGE = Path(ternaus_zoo.__file__).parent
 # top-level part of the package -> its layer; a part may import only parts of lower layers (and itself)
 LAYERS = {
-    "cli": 6,
-    "cli_classification": 7,  # the classification command line builds on the segmentation one
+    "cli": 7,  # the one entry point: routes to every command
+    "cli_classification": 6,
     "bagging": 5,
+    "cli_lightning": 5,  # LightningCLI over the modules, shared by both tasks' commands
     "cli_inference": 5,  # predict and export: argparse over inference/, routed to by cli.py
     "training": 4,
     "inference": 4,
@@ -24,7 +25,9 @@ LAYERS = {
     "metrics": 1,
     "weights": 1,
     "precision": 1,
+    "interrupts": 1,
     "deprecation": 0,
+    "errors": 0,
 }
 
 

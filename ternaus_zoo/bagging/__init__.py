@@ -11,11 +11,14 @@ TensorBoard events under ``<bag_dir>/tensorboard/fold<k>/``). After training, a 
   evaluation size (``(h, w) = valid_size(original_size, val_size)``: the image resized so that its
   longest side is ``val_size``, without padding), ``original_size`` ``(2,)``, and for binary masks
   ``stats`` (TP, FP, FN at the module's threshold) and 100-bin histograms of the foreground and
-  background probabilities, all scored at the mask's original resolution,
+  background probabilities, all scored at the mask's original resolution; for class masks the fold's
+  per-class TP/FP/FN counts (argmax, at the masks' original resolution) go into its entry, with the per-class
+  IoU and Dice under the class names (``data.class_names``, else ``class<k>``),
 * writes ``fold<k>/done.json``: its entry of the manifest.
 
 When every fold is done, ``<bag_dir>/manifest.json`` lists the checkpoints, the per-fold metrics, the
-pooled OOF scores with the OOF-tuned threshold, and the resolved configuration (see :func:`assemble`).
+pooled OOF scores with the OOF-tuned threshold (multi-class: the per-class OOF IoU/Dice of the summed counts,
+by name), and the resolved configuration (see :func:`assemble`).
 ``ternaus-zoo predict --manifest <bag_dir>/manifest.json`` and ``ternaus-zoo export --manifest ...``
 read it.
 
@@ -71,7 +74,14 @@ from ternaus_zoo.bagging.layout import (
     read_fold_entry,
 )
 from ternaus_zoo.bagging.loop import FoldBuilder, FoldRun, assemble, train_bag, train_fold
-from ternaus_zoo.bagging.oof import best_threshold, summarise_oof, threshold_curve
+from ternaus_zoo.bagging.oof import (
+    ClassConfusion,
+    best_threshold,
+    class_scores,
+    pool_class_scores,
+    summarise_oof,
+    threshold_curve,
+)
 from ternaus_zoo.inference.writers import HISTOGRAM_BINS, OutOfFoldWriter, binary_oof_statistics, to_eval_size
 
 __all__ = [
@@ -84,6 +94,7 @@ __all__ = [
     "VOLATILE_DATA_KEYS",
     "BootstrapDataset",
     "BootstrapSample",
+    "ClassConfusion",
     "FoldBuilder",
     "FoldRun",
     "OutOfFoldWriter",
@@ -94,9 +105,11 @@ __all__ = [
     "binary_oof_statistics",
     "bootstrap_indices",
     "check_bag_config",
+    "class_scores",
     "fold_dir",
     "fold_logger_config",
     "is_fold_done",
+    "pool_class_scores",
     "read_fold_entry",
     "summarise_oof",
     "threshold_curve",

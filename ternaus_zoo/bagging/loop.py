@@ -31,7 +31,7 @@ from ternaus_zoo.bagging.layout import (
     read_fold_entry,
     write_json,
 )
-from ternaus_zoo.bagging.oof import summarise_oof
+from ternaus_zoo.bagging.oof import ClassConfusion, class_scores, pool_class_scores, summarise_oof
 from ternaus_zoo.inference.writers import OutOfFoldWriter
 from ternaus_zoo.weights import load_container
 
@@ -65,7 +65,7 @@ class _ValidationAsPredict(pl.LightningDataModule):
 
 
 def _best_checkpoint(trainer: pl.Trainer, module: pl.LightningModule) -> tuple[Path, str | None, float | None]:
-    """The best checkpoint by the module's monitor (``last.ckpt`` when nothing was monitored)."""
+    """The best checkpoint by the module's monitor (``last.ckpt`` when nothing was monitored, as with SWA)."""
     monitor = getattr(module, "monitor", None)
     callbacks = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)]
     ranked = [callback for callback in callbacks if callback.monitor is not None and callback.best_model_path]
@@ -78,7 +78,8 @@ def _best_checkpoint(trainer: pl.Trainer, module: pl.LightningModule) -> tuple[P
     last = [path for path in last if path.is_file()]
     if not last:
         raise RuntimeError("the fold wrote no checkpoint: keep checkpointing on (trainer.enable_checkpointing)")
-    if monitor is not None:
+    swa = getattr(getattr(module, "optimization", None), "swa_lr", None) is not None
+    if monitor is not None and not swa:
         rank_zero_info(
             f"no best checkpoint by {monitor}: validation never ran (check_val_every_n_epoch="
             f"{trainer.check_val_every_n_epoch} > max_epochs={trainer.max_epochs}?); using {last[0].name}"
@@ -104,6 +105,13 @@ def _relative(path: PathLike, root: Path) -> str:
 
 def _number(value: Any) -> float:
     return float(value.item() if isinstance(value, Tensor) else value)
+
+
+def _class_confusion(val_dataset: Any) -> ClassConfusion | None:
+    """The per-class OOF counts of a class-mask validation set (``SegmentationDataset``), else ``None``."""
+    if getattr(val_dataset, "mask_mode", None) != "classes" or getattr(val_dataset, "masks", None) is None:
+        return None
+    return ClassConfusion(val_dataset.masks, val_dataset.num_classes, val_dataset.ignore_index)
 
 
 def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int | None = None) -> dict[str, Any]:
@@ -150,10 +158,13 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
         masks=getattr(val_dataset, "masks", None) if binary else None,
         mask_threshold=getattr(val_dataset, "threshold", 127),
     )
+    confusion = _class_confusion(val_dataset)
     callbacks = trainer.callbacks
     # the CLI's MaskWriter (and any other writer) would also write the OOF images as masks: not here
     trainer.callbacks = [callback for callback in callbacks if not isinstance(callback, BasePredictionWriter)]
     trainer.callbacks.append(writer)
+    if confusion is not None:
+        trainer.callbacks.append(confusion)
     try:
         trainer.predict(module, datamodule=_ValidationAsPredict(datamodule), ckpt_path=best, return_predictions=False)
     finally:
@@ -162,6 +173,10 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
 
     checkpoint = load_container(best)
     val_stems = datamodule.stems_of("val") if hasattr(datamodule, "stems_of") else None
+    oof = summarise_oof([directory / OOF_DIR], threshold)
+    if confusion is not None:
+        names = getattr(module, "class_names", None) or getattr(datamodule, "class_names", None)
+        oof.update(class_scores(confusion.counts, names))
     entry: dict[str, Any] = {
         "fold": fold,
         "dir": _relative(directory, bag_dir),
@@ -173,7 +188,7 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
         "best_global_step": int(checkpoint.get("global_step", -1)),
         "metrics": {key: _number(value) for key, value in validation.items()},
         "threshold": threshold,
-        "oof": {"dir": _relative(directory / OOF_DIR, bag_dir), **summarise_oof([directory / OOF_DIR], threshold)},
+        "oof": {"dir": _relative(directory / OOF_DIR, bag_dir), **oof},
         "n_val_images": len(val_stems) if val_stems is not None else None,
         "bootstrap_seed": None if bootstrap_seed is None else bootstrap_seed + fold,
         "resumed": resumed,
@@ -226,7 +241,11 @@ def train_bag(
     return None
 
 
-def _mean_and_std(values: list[float]) -> tuple[float, float]:
+def _mean_and_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Over the folds with a score (a class absent from a fold's validation images scores NaN there)."""
+    values = [value for value in values if not math.isnan(value)]
+    if not values:
+        return None, None
     mean = sum(values) / len(values)
     return mean, math.sqrt(sum((value - mean) ** 2 for value in values) / len(values))
 
@@ -241,8 +260,11 @@ def assemble(bag_dir: PathLike, n_folds: int | None = None, require_all: bool = 
     * ``folds``: one entry per finished fold (its ``done.json``: checkpoints, ``monitor`` and
       ``best_score``, ``metrics`` of the best checkpoint's validation, ``oof`` scores, ``threshold``,
       timings, its ``config.yaml`` and ``folds.csv``);
-    * ``metrics``: ``{name: {"mean", "std"}}`` of the folds' validation metrics;
-    * ``oof``: the pooled OOF scores of all finished folds (Dice/IoU at the original resolution);
+    * ``metrics``: ``{name: {"mean", "std"}}`` of the folds' validation metrics (``val/iou/<class name>`` ...
+      included; over the folds where the metric is not NaN);
+    * ``oof``: the pooled OOF scores of all finished folds (Dice/IoU at the original resolution); for class masks
+      ``iou_per_class`` and ``dice_per_class`` by class name, ``miou`` and the summed ``class_counts`` (see
+      :func:`~ternaus_zoo.bagging.oof.class_scores`);
     * ``threshold``: the modules' threshold; ``thresholds``: ``{"default", "oof_best", "per_fold"}``;
     * ``config``: the resolved configuration from ``bag.yaml`` (``data.fold`` varies per fold).
 
@@ -271,6 +293,7 @@ def assemble(bag_dir: PathLike, n_folds: int | None = None, require_all: bool = 
         metrics[name] = {"mean": mean, "std": std}
     threshold = float(entries[0]["threshold"])
     oof = summarise_oof([bag_dir / entry["oof"]["dir"] for entry in entries], threshold)
+    oof.update(pool_class_scores(entry["oof"] for entry in entries))
     manifest = {
         "format": MANIFEST_FORMAT,
         "created": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%SZ}",

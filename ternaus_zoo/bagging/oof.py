@@ -1,17 +1,24 @@
 """Out-of-fold (OOF) scores: pooling the ``.npz`` records of :class:`~ternaus_zoo.inference.writers.OutOfFoldWriter`
-into micro and per-image Dice / IoU, and tuning the foreground threshold on their histograms."""
+into micro and per-image Dice / IoU, and tuning the foreground threshold on their histograms; for multi-class
+predictions, per-class confusion counts (:class:`ClassConfusion`) pooled into per-class IoU / Dice by name
+(:func:`class_scores`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from torch import Tensor
 
 from ternaus_zoo.bagging.layout import PathLike
-from ternaus_zoo.metrics.functional import dice_score, iou_score
+from ternaus_zoo.data.io import read_class_mask
+from ternaus_zoo.metrics.functional import confusion_stats, dice_score, iou_score
+from ternaus_zoo.metrics.segmentation import class_labels
 
 
 def threshold_curve(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,3 +80,92 @@ def summarise_oof(directories: Iterable[PathLike], threshold: float = 0.5) -> di
         dice_at_best=float(2 * curve[best] / (1 + curve[best])),
     )
     return summary
+
+
+class ClassConfusion(pl.Callback):
+    """Per-class TP / FP / FN pixel counts of the multi-class predictions of a ``predict`` run, scored against the
+    class masks at their original resolution (the predicted class is the argmax of the probabilities).
+
+    The prediction step must return ``{"name": [...], "probabilities": [(C, H, W) at the original size, ...]}``
+    (``SegmentationModule.predict_step``); under DDP the counts are summed over the processes at the end.
+
+    Args:
+        masks: ``{stem: class mask file}``.
+        num_classes: ``C``.
+        ignore_index: mask value left out of the counts.
+
+    After the run, :attr:`counts` is ``{"tp": [...], "fp": [...], "fn": [...]}`` (``C`` integers each).
+    """
+
+    def __init__(self, masks: Mapping[str, PathLike], num_classes: int, ignore_index: int | None = None) -> None:
+        self.masks, self.num_classes, self.ignore_index = masks, num_classes, ignore_index
+        self.totals = torch.zeros(3, num_classes, dtype=torch.long)
+        self.counts: dict[str, list[int]] = {}
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.totals.zero_()
+
+    def on_predict_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        for name, probabilities in zip(outputs["name"], outputs["probabilities"], strict=True):
+            mask = read_class_mask(self.masks[name], self.num_classes, self.ignore_index)
+            tp, fp, fn, _ = confusion_stats(
+                probabilities[None].detach().float().cpu(),
+                torch.from_numpy(mask.astype(np.int64))[None],
+                mode="multiclass",
+                num_classes=self.num_classes,
+                ignore_index=self.ignore_index,
+            )
+            self.totals += torch.cat([tp, fp, fn])
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        totals = trainer.strategy.reduce(self.totals.to(pl_module.device), reduce_op="sum")
+        tp, fp, fn = totals.cpu().tolist()
+        self.counts = {"tp": tp, "fp": fp, "fn": fn}
+
+
+def _finite(value: Tensor) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+def class_scores(counts: Mapping[str, Sequence[int]], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per-class IoU / Dice of pooled confusion counts (``{"tp", "fp", "fn"}``, one integer per class).
+
+    Returns:
+        ``class_names`` (``names``, else ``class0 ..``), ``iou_per_class`` and ``dice_per_class``
+        (``{name: score}``; ``None`` for a class absent from both the predictions and the masks), ``miou``
+        (their mean over the present classes) and the ``class_counts`` themselves.
+    """
+    tp, fp, fn = (torch.tensor([list(counts[key])], dtype=torch.long) for key in ("tp", "fp", "fn"))
+    labels = class_labels(tp.shape[1], names)
+    iou = iou_score(tp, fp, fn, reduction="per_class")
+    dice = dice_score(tp, fp, fn, reduction="per_class")
+    return {
+        "class_names": labels,
+        "miou": _finite(iou.nanmean()),
+        "iou_per_class": {name: _finite(value) for name, value in zip(labels, iou, strict=True)},
+        "dice_per_class": {name: _finite(value) for name, value in zip(labels, dice, strict=True)},
+        "class_counts": {key: [int(value) for value in counts[key]] for key in ("tp", "fp", "fn")},
+    }
+
+
+def pool_class_scores(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`class_scores` of the summed ``class_counts`` of several folds' OOF summaries (``{}`` when one of
+    them has none, e.g. binary folds)."""
+    summaries = list(summaries)
+    if not summaries or any("class_counts" not in summary for summary in summaries):
+        return {}
+    first = summaries[0]
+    totals = {
+        key: [sum(values) for values in zip(*(summary["class_counts"][key] for summary in summaries), strict=True)]
+        for key in ("tp", "fp", "fn")
+    }
+    return class_scores(totals, first.get("class_names"))

@@ -13,6 +13,7 @@ always one image per batch, at ``val_size`` or full resolution; ``original_size`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,26 @@ from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset
 from ternaus_zoo.data.folded import FoldedDataModule
+from ternaus_zoo.errors import BadValueError
+
+
+def check_class_names(names: Sequence[str] | None, num_classes: int | None, option: str) -> list[str] | None:
+    """``names`` as a list, checked: one distinct, non-empty name per class (``num_classes=None``: any count).
+
+    Raises:
+        BadValueError: naming ``option``, the number of names and ``num_classes``.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str):
+        raise BadValueError(f"{option} must be a list of names, one per class, got the string {names!r}")
+    names = [str(name) for name in names]
+    if num_classes is not None and len(names) != num_classes:
+        raise BadValueError(f"{option} has {len(names)} names for num_classes={num_classes}: {names}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated or not all(name.strip() for name in names):
+        raise BadValueError(f"{option} must be distinct, non-empty names, got {names}")
+    return names
 
 
 class SegmentationDataModule(FoldedDataModule):
@@ -34,6 +55,9 @@ class SegmentationDataModule(FoldedDataModule):
         mask_suffix: masks are named ``ID{mask_suffix}.*``.
         skip_bad: skip (and log) unpaired or unreadable items instead of raising; reads every file
             once at setup.
+        class_names: one name per class (``["background", "road", ...]``), as many as ``num_classes``;
+            the module adopts them when fitting starts, logs its per-class IoU/Dice under them
+            (``val/iou/road``) and saves them in the checkpoint. Saved by the module, not here.
         **options: the split, transform and loader options (``model_name``, ``fold``,
             ``holdout_every``, ``image_size``, ``val_size``, ``batch_size`` ...): see
             :class:`~ternaus_zoo.data.folded.FoldedDataModule`.
@@ -49,11 +73,18 @@ class SegmentationDataModule(FoldedDataModule):
         mask_threshold: int = 127,
         mask_suffix: str = "",
         skip_bad: bool = False,
+        class_names: list[str] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(dataset, data_root, **options)
         self.masks, self.mask_mode = masks, mask_mode
         self.mask_threshold, self.mask_suffix, self.skip_bad = mask_threshold, mask_suffix, skip_bad
+        expected = self.num_classes if self.num_classes is not None or mask_mode == "classes" else 1
+        self.class_names = check_class_names(class_names, expected, "data.class_names")
+
+    # the module saves the names (it adopts them when fitting starts): both saving them would make Lightning refuse
+    # to merge a module's and a data module's hyperparameters that differ (names given to only one of them)
+    unsaved_hyperparameters = ("class_names",)
 
     def _read(self) -> tuple[SegmentationDataset, list[str]]:
         """List and pair the files once."""

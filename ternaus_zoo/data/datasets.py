@@ -126,6 +126,8 @@ class ImageFolderDataset(_FolderDataset):
             :func:`ternaus_zoo.data.transforms.val_transforms`.
         channels: convert every image to this many channels (default: keep the file's).
         stems: restrict to these stems.
+        raw: the image as read, ``(C, H, W)`` ``uint8`` (``float32`` in [0, 1] for deeper files), no transform:
+            for tiled prediction, which normalises tile by tile instead of the whole image in float32.
     """
 
     def __init__(
@@ -135,12 +137,20 @@ class ImageFolderDataset(_FolderDataset):
         *,
         channels: int | None = None,
         stems: Iterable[str] | None = None,
+        raw: bool = False,
     ) -> None:
+        if raw and transform is not None:
+            raise ValueError("raw=True reads images as they are: give no transform")
         super().__init__(images_dir, transform, channels, stems)
+        self.raw = raw
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         stem = self.stems[index]
-        return self._sample(stem, read_image(self.images[stem], self.channels))
+        image = read_image(self.images[stem], self.channels)
+        if not self.raw:
+            return self._sample(stem, image)
+        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": pixels, "name": stem, "original_size": torch.tensor(image.shape[:2], dtype=torch.int64)}
 
 
 class SegmentationDataset(_FolderDataset):
@@ -222,7 +232,8 @@ class SegmentationDataset(_FolderDataset):
                 names = format_examples(path.name for path in no_image)
                 lines.append(f"{len(no_image)} mask(s) without an image in {self.images_dir}: {names}")
             hint = f" (masks are matched as ID{self.mask_suffix}.*)" if self.mask_suffix else ""
-            raise DataError(self.images_dir, "; ".join(lines) + hint + "; pass skip_bad=True to skip them")
+            skip = "; pass skip_bad=True (--data.skip_bad=true) to skip them"
+            raise DataError(self.images_dir, "; ".join(lines) + hint + skip)
         self.stems = sorted(paired)
         if not self.stems:
             raise DataError(self.images_dir, f"no image has a mask in {self.masks_dir}")

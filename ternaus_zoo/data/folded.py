@@ -24,12 +24,14 @@ from typing import Any, Literal
 import albumentations as A
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.datasets import worker_init_fn
 from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
-from ternaus_zoo.data.io import format_examples, list_images, read_image
+from ternaus_zoo.data.io import DataError, format_examples, list_images, read_image
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
+from ternaus_zoo.errors import MissingPathError
 from ternaus_zoo.registry import ModelInfo, registered
 
 DATA_VARIABLE = "TERNAUS_ZOO_DATA"
@@ -70,6 +72,9 @@ class FoldedDataModule(pl.LightningDataModule):
         run_dir: where ``folds.csv`` is written; default: the trainer's ``log_dir``.
     """
 
+    unsaved_hyperparameters: tuple[str, ...] = ()
+    """A subclass's arguments that the module saves instead (see :data:`MODULE_OWNED`)."""
+
     def __init__(
         self,
         dataset: str,
@@ -99,7 +104,7 @@ class FoldedDataModule(pl.LightningDataModule):
     ) -> None:
         super().__init__()
         # Lightning reads the arguments of every __init__ up the call stack, the subclass's included
-        self.save_hyperparameters(ignore=["info", *MODULE_OWNED])
+        self.save_hyperparameters(ignore=["info", *MODULE_OWNED, *self.unsaved_hyperparameters])
         if not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
@@ -140,7 +145,7 @@ class FoldedDataModule(pl.LightningDataModule):
         folder = self.root / name
         if not folder.is_dir():
             hint = "" if os.environ.get(DATA_VARIABLE) else f" (set data_root or {DATA_VARIABLE})"
-            raise FileNotFoundError(f"data set folder not found: {folder}{hint}")
+            raise MissingPathError(f"data set folder not found: {folder}{hint}")
         return folder
 
     def _split(self, stems: list[str]) -> dict[str, int]:
@@ -149,9 +154,10 @@ class FoldedDataModule(pl.LightningDataModule):
             folds = load_folds(self.folds_file)
             missing, extra = sorted(set(stems) - set(folds)), sorted(set(folds) - set(stems))
             if missing or extra:
-                raise ValueError(
-                    f"{self.folds_file} does not match {self.root}: not in the file: {format_examples(missing)}; "
-                    f"not in the data set: {format_examples(extra)}"
+                raise DataError(
+                    self.folds_file,
+                    f"does not match {self.root}: not in the file: {format_examples(missing)}; "
+                    f"not in the data set: {format_examples(extra)}",
                 )
             return folds
         split: dict[str, int] = {}
@@ -186,9 +192,15 @@ class FoldedDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: Dataset, batch_size: int, *, train: bool = False, keep: bool = False) -> DataLoader:
         workers = self.num_workers
+        sampler = None
+        if not train and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Lightning's evaluation sampler pads an uneven split by repeating images, which metrics would then
+            # count twice; this one gives each process its share, every image once (shares may differ by one)
+            sampler = UnrepeatedDistributedSampler(dataset, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=batch_size,
+            sampler=sampler,
             shuffle=train,
             drop_last=train and len(dataset) > batch_size,
             num_workers=workers,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ternaus_zoo.errors import MissingPathError
 from ternaus_zoo.inference.tta import Activation, apply_activation
 from ternaus_zoo.models import create_model
 from ternaus_zoo.weights import WeightsError, load_checkpoint, load_container, read_checkpoint
@@ -105,10 +106,11 @@ def model_from_checkpoint(path: PathLike) -> nn.Module:
     The checkpoint's ``hyper_parameters`` name the registry model (``model``), its ``model_kwargs``,
     ``num_classes`` and ``in_channels``; the ``state_dict`` (keys ``model.<name>``) is loaded strictly by
     :func:`ternaus_zoo.weights.load_checkpoint`. The ``weights`` hyperparameter is not applied (no download).
+    ``label_names`` / ``class_names`` and tuned ``thresholds`` go into ``model.info``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise MissingPathError(f"checkpoint {path} does not exist")
     content = load_container(path)
     hyper_parameters = content.get("hyper_parameters") if isinstance(content, Mapping) else None
     if not isinstance(hyper_parameters, Mapping) or not isinstance(hyper_parameters.get("model"), str):
@@ -125,8 +127,9 @@ def model_from_checkpoint(path: PathLike) -> nn.Module:
     )
     load_checkpoint(model, path)
     state = content.get("state_dict") or {}
-    # a classifier's names and tuned thresholds travel with the model (its info), e.g. into a saved folder
-    names = hyper_parameters.get("label_names")
+    # the class names (a classifier's label_names, a segmentation module's class_names) and a classifier's tuned
+    # thresholds travel with the model (its info), e.g. into a saved folder
+    names = hyper_parameters.get("label_names") or hyper_parameters.get("class_names")
     thresholds = state.get("thresholds")
     if names or thresholds is not None:
         model.info = dataclasses.replace(

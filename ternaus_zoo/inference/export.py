@@ -9,12 +9,17 @@ padding is a no-op, so ``T`` must be such a multiple (checked here).
 ONNX: the default exporter of torch 2.14 (``dynamo=True``, through ``torch.export``) needs
 ``onnxscript``; where it is missing or fails, the TorchScript-based exporter (``dynamo=False``) is used.
 The result is checked against PyTorch with onnxruntime on a batch of a size other than the one traced.
+
+The models take normalised images (``(pixels - mean) / std``); :class:`PixelInput` puts that
+normalisation inside the graph, so a deployment feeds pixels in [0, 1] (``ternaus-zoo export`` does this by
+default), and ``metadata`` is written into the ONNX file (``metadata_props``) to say what the input is.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -26,6 +31,36 @@ from torch import Tensor, nn
 Exporter = Literal["auto", "dynamo", "torchscript"]
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+
+
+class PixelInput(nn.Module):
+    """``(B, C, H, W)`` pixels in [0, 1] (8-bit values / 255) -> ``model`` on ``(pixels - mean) / std``.
+
+    The normalisation of the evaluation transform, as a graph operation, so an exported file takes pixels.
+    Keeps ``model.info`` (tile sizes are checked against it).
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std differ in length: {len(mean)} and {len(std)}")
+        self.model = model
+        self.info = getattr(model, "info", None)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.model((pixels - self.mean) / self.std)
+
+
+def write_onnx_metadata(path: str | os.PathLike, metadata: Mapping[str, str]) -> None:
+    """Add ``metadata`` to an ONNX file's ``metadata_props`` (what its input is, what it returns)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        model.metadata_props.add(key=str(key), value=str(value))
+    onnx.save(model, str(path))
 
 
 def size_multiple(model: nn.Module) -> int:
@@ -141,6 +176,7 @@ def export_onnx(
     exporter: Exporter = "auto",
     check: bool = True,
     atol: float = 1e-4,
+    metadata: Mapping[str, str] | None = None,
 ) -> float | None:
     """Export ``model`` (in eval mode) to ONNX: input ``images`` ``(batch, in_channels, T, T)``, output ``logits``.
 
@@ -156,6 +192,7 @@ def export_onnx(
             warning that says why.
         check: run the file with onnxruntime on a batch of 3 tiles and compare with PyTorch.
         atol: the largest accepted absolute difference.
+        metadata: written into the file's ``metadata_props`` (:func:`write_onnx_metadata`).
 
     Returns:
         The largest absolute difference between onnxruntime's and PyTorch's outputs, or ``None`` without
@@ -183,6 +220,8 @@ def export_onnx(
                     stacklevel=2,
                 )
                 _export_torchscript_based(model, images, path, opset)
+    if metadata:
+        write_onnx_metadata(path, metadata)
     if not check:
         return None
     import onnx

@@ -35,15 +35,20 @@ from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.datasets import ImageFolderDataset
 from ternaus_zoo.data.transforms import restore_original_size, val_transforms, valid_size
+from ternaus_zoo.errors import BadValueError, MissingPathError, UserError
 from ternaus_zoo.inference.ensemble import Ensemble, Reduction, model_from_checkpoint
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor
-from ternaus_zoo.inference.tta import GEOMETRIC_SETS, TTA, Activation
+from ternaus_zoo.inference.tta import DEFAULT_SCALES, GEOMETRIC_SETS, TTA, Activation
 from ternaus_zoo.inference.writers import MaskWriter
+from ternaus_zoo.interrupts import InterruptNotice
 from ternaus_zoo.precision import fast_precision
+from ternaus_zoo.registry import ModelInfo
 from ternaus_zoo.weights import load_container
 
 PathLike = str | os.PathLike
-TTA_CHOICES = ("none", *[name for name in GEOMETRIC_SETS if name not in ("identity", "scales")])
+_GEOMETRIC_CHOICES = [name for name in GEOMETRIC_SETS if name not in ("identity", "scales")]
+# "scales": the image at DEFAULT_SCALES (0.75, 1, 1.25); "<set>+scales": every transform of the set at each scale
+TTA_CHOICES = ("none", *_GEOMETRIC_CHOICES, "scales", *[f"{name}+scales" for name in _GEOMETRIC_CHOICES])
 Which = Literal["best", "last"]
 
 
@@ -76,10 +81,14 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
     """A bagging manifest with its checkpoint paths made absolute (relative ones are relative to its folder)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist (ternaus-zoo bag ... writes <bag_dir>/manifest.json)")
-    manifest = json.loads(path.read_text())
-    if "checkpoints" not in manifest:
-        raise ValueError(f"{path} is not a bagging manifest: it has no 'checkpoints' (keys: {sorted(manifest)})")
+        raise MissingPathError(f"manifest {path} does not exist (ternaus-zoo bag ... writes <bag_dir>/manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is not a bagging manifest: not a JSON file ({error})") from None
+    if not isinstance(manifest, dict) or "checkpoints" not in manifest:
+        keys = sorted(manifest) if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path} is not a bagging manifest: it has no 'checkpoints' (found: {keys})")
     for key in ("checkpoints", "last_checkpoints"):
         manifest[key] = [str(path.parent / item) if item is not None else None for item in manifest.get(key, [])]
     return manifest
@@ -109,7 +118,7 @@ def prediction_spec(
         raise ValueError("nothing to predict with: give a checkpoint (--ckpt_path) or a manifest (--manifest)")
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoints not found: {missing}")
+        raise MissingPathError(f"checkpoints not found: {missing}")
     first = load_container(paths[0])
     hyper_parameters = first.get("hyper_parameters", {}) if isinstance(first, Mapping) else {}
     data_parameters = first.get("datamodule_hyper_parameters", {}) if isinstance(first, Mapping) else {}
@@ -143,7 +152,8 @@ def build_predictor(
         raise ValueError(f"unknown tta {tta!r}; choose one of {TTA_CHOICES}")
     model: nn.Module = Ensemble(list(models), reduction=reduction, activation=activation)
     if tta != "none":
-        model = TTA(model, tta, activation=None)
+        geometric, _, scaled = tta.partition("+")
+        model = TTA(model, geometric, scales=DEFAULT_SCALES if scaled else None, activation=None)
     return model.eval()
 
 
@@ -165,6 +175,8 @@ class FolderPredictor(pl.LightningModule):
             the whole (resized) image at once.
         tile_overlap: fraction of a tile shared with its neighbour.
         tile_batch_size: tiles per forward pass.
+        raw_info: given with ``tile_size``, the batches hold images as read (``ImageFolderDataset(raw=True)``),
+            normalised tile by tile with its mean and std, and the tiles are blended in float16.
 
     ``predict_step`` takes batches of ``ImageFolderDataset(..., val_transforms(info, val_size))`` and
     returns ``{"name": [...], "probabilities": [(K, H, W) float32 at each file's size]}`` for ``MaskWriter``.
@@ -177,6 +189,7 @@ class FolderPredictor(pl.LightningModule):
         tile_size: int | None = None,
         tile_overlap: float = 0.25,
         tile_batch_size: int = 4,
+        raw_info: ModelInfo | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -184,6 +197,14 @@ class FolderPredictor(pl.LightningModule):
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.tile_batch_size = tile_batch_size
+        self.statistics = None if raw_info is None else (torch.tensor(raw_info.mean), torch.tensor(raw_info.std))
+
+    def normalise(self, tiles: Tensor) -> Tensor:
+        """``(B, C, T, T)`` tiles as read (``uint8``, or float in [0, 1]) to the model's normalised input."""
+        assert self.statistics is not None
+        mean, std = (value.to(tiles.device).view(1, -1, 1, 1) for value in self.statistics)
+        pixels = tiles.float() / 255 if tiles.dtype == torch.uint8 else tiles.float()
+        return (pixels - mean) / std
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
@@ -192,6 +213,7 @@ class FolderPredictor(pl.LightningModule):
         """``(C, h, w)`` normalised image (no padding) to ``(K, h, w)`` float32 probabilities on the CPU."""
         if self.tile_size is None:
             return self.model(image[None])[0].float().cpu()
+        raw = self.statistics is not None
         tiler = SlidingWindowPredictor(
             self.model,
             tile_size=self.tile_size,
@@ -199,6 +221,8 @@ class FolderPredictor(pl.LightningModule):
             batch_size=self.tile_batch_size,
             device=self.device,
             progress=False,
+            preprocess=self.normalise if raw else None,
+            accumulator_dtype=torch.float16 if raw else torch.float32,
         )
         return tiler(image).float()
 
@@ -235,7 +259,8 @@ def predict_folder(
         model: probabilities out (:func:`build_predictor`), with ``info`` (statistics, ``size_multiple``).
         input_dir: a folder of images (any OpenCV format).
         output_dir: where the masks go (created).
-        val_size: resize the longest side to this before predicting (``None``: full resolution).
+        val_size: resize the longest side to this before predicting (``None``: full resolution); not with
+            ``tile_size``, which tiles the full-resolution image read as it is (bounded memory).
         in_channels: convert the images to this many channels (default: the file's).
         threshold: foreground threshold of single-channel outputs.
         save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
@@ -253,20 +278,28 @@ def predict_folder(
     if info is None:
         raise ValueError(f"{type(model).__name__} has no `info` (ModelInfo): wrap zoo models (build_predictor)")
     info = info.for_channels(in_channels or info.in_channels)
-    dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
+    if tile_size is not None:
+        # tiles of the full-resolution image, read as it is (uint8) and normalised tile by tile: memory is the
+        # image as stored, the tiles, and the output (a float32 copy of a 5000x5000 RGB image alone is 300 MB)
+        if val_size is not None:
+            raise BadValueError(f"val_size={val_size} does not apply with tile_size: tiles are cut at full resolution")
+        dataset = ImageFolderDataset(input_dir, channels=in_channels, raw=True)
+    else:
+        dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
     writer = MaskWriter(str(output_dir), threshold=threshold, save_probabilities=save_probabilities)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
         logger=False,
-        callbacks=[writer],
+        callbacks=[writer, InterruptNotice()],
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
         precision=precision or fast_precision(),
     )
     model = model.to(memory_format=torch.channels_last)  # 1.2x on CPU: benchmarks/results/speed_options.md
-    module = FolderPredictor(model, val_size, tile_size, tile_overlap, tile_batch_size)
+    raw_info = info if tile_size is not None else None
+    module = FolderPredictor(model, val_size, tile_size, tile_overlap, tile_batch_size, raw_info=raw_info)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)

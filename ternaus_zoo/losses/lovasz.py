@@ -68,7 +68,8 @@ def _sorted_lovasz(errors: Tensor, foreground: Tensor, valid: Tensor | None) -> 
     errors_sorted = errors.gather(-1, order)
     valid_sorted = None if valid is None else valid.expand_as(errors).gather(-1, order)
     grad = lovasz_grad(foreground.expand_as(errors).gather(-1, order), valid_sorted, errors.dtype)
-    return torch.linalg.vecdot(errors_sorted, grad)
+    # Not torch.linalg.vecdot: CPU autocast runs it in bfloat16/float16, whatever the float32 inputs.
+    return (errors_sorted * grad).sum(-1)
 
 
 def lovasz_hinge(logits: Tensor, target: Tensor, per_image: bool = True, ignore_index: int | None = None) -> Tensor:

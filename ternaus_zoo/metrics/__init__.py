@@ -14,12 +14,13 @@ from ternaus_zoo.metrics.classification import (
     search_thresholds,
 )
 from ternaus_zoo.metrics.functional import confusion_stats, dice_score, iou_score, mean_iou
-from ternaus_zoo.metrics.segmentation import SegmentationMetrics
+from ternaus_zoo.metrics.segmentation import SegmentationMetrics, class_labels
 
 __all__ = [
     "MultilabelMetrics",
     "SegmentationMetrics",
     "apply_thresholds",
+    "class_labels",
     "confusion_stats",
     "dice_score",
     "iou_score",

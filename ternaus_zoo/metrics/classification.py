@@ -39,7 +39,13 @@ def _probabilities(output: Tensor, from_logits: bool) -> Tensor:
     output = output.detach()
     if not output.is_floating_point():
         raise ValueError(f"multi-label output must hold logits or probabilities, got {output.dtype}")
+    output = _upcast_half(output)
     return torch.sigmoid(output) if from_logits else output
+
+
+def _upcast_half(values: Tensor) -> Tensor:
+    # In float16/bfloat16 the sigmoid rounds logits near 0 to 0.5 and the thresholds get rounded to that precision.
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
 
 
 def _check_targets(target: Tensor, shape: torch.Size) -> Tensor:
@@ -189,7 +195,8 @@ def search_thresholds(
             allow one, with ``0.0`` every candidate ties.
 
     Returns:
-        ``(thresholds, best_scores)``: ``(C,)`` tensors; thresholds in ``probs``' dtype, scores float32.
+        ``(thresholds, best_scores)``: ``(C,)`` tensors; thresholds in ``probs``' dtype (float32 for float16 and
+        bfloat16 ``probs``), scores float32.
         ``apply_thresholds(probs, thresholds, from_logits=False)`` reproduces ``best_scores`` as per-class F-beta.
     """
     # By hand: neither torchmetrics nor smp searches per-class thresholds.
@@ -198,7 +205,7 @@ def search_thresholds(
     if tie_break not in ("middle", "lowest"):
         raise ValueError(f"tie_break must be 'middle' or 'lowest', got {tie_break!r}")
     num_samples, num_classes = probs.shape
-    probs = probs.detach().T.contiguous()  # (C, N)
+    probs = _upcast_half(probs.detach()).T.contiguous()  # (C, N)
     positive = _check_targets(targets, targets.shape).T.long()  # (C, N)
 
     if candidates is None:

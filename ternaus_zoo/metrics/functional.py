@@ -107,6 +107,8 @@ def _binary_stats(
     target = target.detach().reshape(batch, -1)
 
     if output.is_floating_point():
+        # float32 for half inputs: their sigmoid rounds logits near 0 to 0.5, and `>=` rounds the threshold.
+        output = output.float() if output.dtype in (torch.float16, torch.bfloat16) else output
         probs = torch.sigmoid(output) if from_logits else output
         pred = probs >= threshold
     else:

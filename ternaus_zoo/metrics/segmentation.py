@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,7 +11,25 @@ from torchmetrics import Metric
 
 from ternaus_zoo.metrics.functional import confusion_stats, dice_score, iou_score
 
-__all__ = ["SegmentationMetrics"]
+__all__ = ["SegmentationMetrics", "class_labels"]
+
+_SCORE_UNIT = 2**30
+"""The per-image score sums are int64 counts of ``2**-30``: exact, order-independent sums without float64 (which
+Apple MPS lacks); each score is rounded by at most ``2**-31``, and ``2**33`` image-class pairs fit."""
+
+
+def class_labels(num_classes: int, names: Sequence[str] | None = None) -> list[str]:
+    """The names per-class scores are reported under: ``names``, else ``class0 .. class<C-1>``."""
+    if names:
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes: {list(names)}")
+        return [str(name) for name in names]
+    return [f"class{index}" for index in range(num_classes)]
+
+
+def _fixed_point(scores: Tensor) -> Tensor:
+    """float32 scores in ``[0, 1]`` as int64 multiples of ``1 / _SCORE_UNIT`` (the scaling by 2**30 is exact)."""
+    return (scores * _SCORE_UNIT).round().long()
 
 
 class SegmentationMetrics(Metric):
@@ -35,8 +54,9 @@ class SegmentationMetrics(Metric):
     * ``iou_per_image``, ``dice_per_image``: scalars, the mean over images (and classes) of each image's score,
       where a class absent from both the prediction and the target of an image scores 1.0 for that image.
     * multi-class only: ``miou`` (scalar, mean of ``iou_per_class`` over the classes present in the predictions or
-      targets) and ``iou_per_class`` (``(C,)``, NaN for absent classes). ``iou_per_class`` is not a scalar: drop it
-      before ``LightningModule.log_dict``.
+      targets), ``iou_per_class`` and ``dice_per_class`` (``(C,)``: the counts of each class summed over the set,
+      then the ratio; NaN for absent classes). The per-class values are not scalars: drop them before
+      ``LightningModule.log_dict`` (``SegmentationModule`` logs them one per class name).
     """
 
     is_differentiable = False
@@ -69,9 +89,8 @@ class SegmentationMetrics(Metric):
 
         for name in ("tp", "fp", "fn"):
             self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
-        # float64: sums of up to millions of per-image scores stay exact to ~1e-10.
-        for name in ("iou_image_sum", "dice_image_sum"):
-            self.add_state(name, default=torch.zeros(num_classes, dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("iou_image_sum", "dice_image_sum"):  # fixed point, see _SCORE_UNIT
+            self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("num_images", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, output: Tensor, target: Tensor) -> None:
@@ -88,8 +107,8 @@ class SegmentationMetrics(Metric):
         self.tp += tp.sum(0)
         self.fp += fp.sum(0)
         self.fn += fn.sum(0)
-        self.iou_image_sum += iou_score(tp, fp, fn, reduction="none").double().sum(0)
-        self.dice_image_sum += dice_score(tp, fp, fn, reduction="none").double().sum(0)
+        self.iou_image_sum += _fixed_point(iou_score(tp, fp, fn, reduction="none")).sum(0)
+        self.dice_image_sum += _fixed_point(dice_score(tp, fp, fn, reduction="none")).sum(0)
         self.num_images += tp.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
@@ -99,13 +118,14 @@ class SegmentationMetrics(Metric):
         result = {
             "iou": iou_score(tp, fp, fn, reduction="micro"),
             "dice": dice_score(tp, fp, fn, reduction="micro"),
-            "iou_per_image": (self.iou_image_sum.sum() / pairs).float(),
-            "dice_per_image": (self.dice_image_sum.sum() / pairs).float(),
+            "iou_per_image": (self.iou_image_sum.sum() / (pairs * _SCORE_UNIT)).float(),
+            "dice_per_image": (self.dice_image_sum.sum() / (pairs * _SCORE_UNIT)).float(),
         }
         if self.mode == "multiclass":
             per_class = iou_score(tp, fp, fn, reduction="per_class")
             result["miou"] = per_class.nanmean()
             result["iou_per_class"] = per_class
+            result["dice_per_class"] = dice_score(tp, fp, fn, reduction="per_class")
         if pairs == 0:  # nothing seen: no score is defined
             result = {key: torch.full_like(value, float("nan")) for key, value in result.items()}
         return result

@@ -19,6 +19,7 @@ import yaml
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ternaus_zoo.errors import UserError
 from ternaus_zoo.models.factory import create_model
 from ternaus_zoo.registry import ModelInfo
 
@@ -29,7 +30,7 @@ FORMAT_VERSION = 1
 LIBRARY = "ternaus_zoo"
 
 
-class PretrainedError(RuntimeError):
+class PretrainedError(UserError, RuntimeError):
     """A model folder (or hub repository) that cannot be read, with the file and the key named."""
 
 

@@ -6,7 +6,7 @@ Bagging moved to :mod:`ternaus_zoo.bagging`; its names still resolve here, with 
 from __future__ import annotations
 
 from ternaus_zoo.deprecation import moved_names
-from ternaus_zoo.training.callbacks import CycleSnapshots
+from ternaus_zoo.training.callbacks import CycleSnapshots, PredictionGrid
 from ternaus_zoo.training.classification import ClassificationModule
 from ternaus_zoo.training.mixing import BatchMixer, cutmix, mixup
 from ternaus_zoo.training.module import SegmentationModule
@@ -27,6 +27,7 @@ __all__ = [
     "BatchMixer",
     "ClassificationModule",
     "CycleSnapshots",
+    "PredictionGrid",
     "SegmentationModule",
     "StepCyclicRates",
     "build_scheduler",

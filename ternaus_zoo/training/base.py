@@ -116,7 +116,8 @@ class ZooModule(pl.LightningModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """The best checkpoint by :attr:`monitor` and ``last.ckpt`` after every epoch (Lightning's own
-        ``save_last`` only follows a new best), plus the snapshots and SWA of the training options."""
+        ``save_last`` only follows a new best), plus the snapshots and SWA of the training options. With SWA
+        there is no best checkpoint: ``last.ckpt`` holds the averaged weights, the model to keep."""
         if self._trainer is None or self.trainer.checkpoint_callback is None:  # checkpointing turned off
             return []
         best = ModelCheckpoint(
@@ -127,6 +128,10 @@ class ZooModule(pl.LightningModule):
         last = ModelCheckpoint(
             filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
         )
+        if self.optimization.swa_lr is not None:
+            # SWA's model is the average, written to last.ckpt at the end; a "best" epoch checkpoint would hold
+            # one epoch's weights and be taken instead of it (bagging and predict use the best)
+            return [last, *self.optimization.callbacks()]
         return [best, last, *self.optimization.callbacks()]
 
     def parameter_groups(self) -> list[dict[str, Any]]:

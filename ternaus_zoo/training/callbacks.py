@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback
+from torch import Tensor
+from torchvision.utils import make_grid
 
 
 class CycleSnapshots(Callback):
@@ -35,3 +40,95 @@ class CycleSnapshots(Callback):
         step = trainer.global_step
         if step > 0 and step % self.cycle_steps == 0:
             trainer.save_checkpoint(self.snapshot_dir(trainer) / f"snapshot-cycle{step // self.cycle_steps:02d}.ckpt")
+
+
+# distinct colours for class masks (class k gets colour k; the ignore index and any class past 11 get white)
+CLASS_COLOURS = [
+    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (255, 255, 255),
+]  # fmt: skip
+
+
+def _display(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """Normalised ``(B, C, H, W)`` images back to ``(B, 3, H, W)`` in [0, 1] (grey repeated, extra channels dropped)."""
+    pixels = (images * std + mean).clamp(0, 1)
+    return pixels[:, :3] if pixels.shape[1] >= 3 else pixels[:, :1].expand(-1, 3, -1, -1)
+
+
+def _colour(labels: Tensor, num_classes: int) -> Tensor:
+    """``(B, H, W)`` class indices (or ``(B, 1, H, W)`` probabilities) as ``(B, 3, H, W)`` pictures."""
+    if labels.ndim == 4:  # one channel: probabilities / 0-1 masks in grey
+        return labels.float().clamp(0, 1).expand(-1, 3, -1, -1)
+    palette = torch.tensor(CLASS_COLOURS, dtype=torch.float32, device=labels.device) / 255
+    return palette[labels.clamp(0, len(CLASS_COLOURS) - 1)].permute(0, 3, 1, 2)
+
+
+class PredictionGrid(Callback):
+    """Every ``every_n_epochs`` validation epochs, a grid of image / mask / prediction for the first
+    ``num_images`` validation images (always the same ones), so a run can be looked at while it trains.
+
+    Logged to every logger that takes images (TensorBoard's ``add_image``, or a ``log_image`` method as in
+    W&B and Neptune) under ``val/predictions``, and written as ``<log_dir>/predictions/epochNNN.png``.
+    Does nothing for data without masks (classification).
+    """
+
+    def __init__(self, every_n_epochs: int = 5, num_images: int = 4) -> None:
+        if every_n_epochs < 1 or num_images < 1:
+            raise ValueError(f"every_n_epochs and num_images must be >= 1, got {every_n_epochs}, {num_images}")
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        epoch = trainer.current_epoch + 1
+        last = trainer.max_epochs is not None and epoch >= trainer.max_epochs
+        return not trainer.sanity_checking and (epoch % self.every_n_epochs == 0 or last)
+
+    def grid(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Tensor | None:
+        """``(3, H, W)`` rows of image | mask | prediction, or ``None`` when there is nothing to draw."""
+        datamodule = trainer.datamodule
+        dataset = getattr(datamodule, "val_dataset", None)
+        if dataset is None or len(dataset) == 0:
+            return None
+        items = [dataset[index] for index in range(min(self.num_images, len(dataset)))]
+        if "mask" not in items[0]:
+            return None
+        size = items[0]["image"].shape[-2:]
+        items = [item for item in items if item["image"].shape[-2:] == size]  # one size a grid (no val_size)
+        images = torch.stack([item["image"] for item in items]).to(pl_module.device)
+        masks = torch.stack([item["mask"] for item in items]).to(pl_module.device)
+        with torch.no_grad():
+            logits = pl_module(images)
+        if not isinstance(logits, Tensor) or logits.ndim != 4:  # a classifier (its masks feed an auxiliary loss)
+            return None
+        logits = logits.float()
+        info = datamodule.info
+        mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
+        if logits.shape[1] == 1:
+            predicted = _colour(logits.sigmoid(), 1)
+            truth = _colour(masks, 1)
+        else:
+            predicted = _colour(logits.argmax(1), logits.shape[1])
+            truth = _colour(masks, logits.shape[1])
+        tiles = torch.stack([_display(images.float(), mean, std), truth, predicted], dim=1).flatten(0, 1)
+        return make_grid(tiles.cpu(), nrow=3, padding=2, pad_value=1.0)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._due(trainer):
+            return
+        # trainer.log_dir broadcasts from rank 0 under DDP: every process asks, then only rank 0 draws
+        folder = Path(trainer.log_dir or trainer.default_root_dir) / "predictions"
+        if not trainer.is_global_zero:
+            return
+        grid = self.grid(trainer, pl_module)
+        if grid is None:
+            return
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("val/predictions", grid, global_step=trainer.global_step)
+            elif hasattr(logger, "log_image"):
+                logger.log_image(key="val/predictions", images=[grid], step=trainer.global_step)
+        folder.mkdir(parents=True, exist_ok=True)
+        picture = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        cv2.imwrite(str(folder / f"epoch{trainer.current_epoch:03d}.png"), picture[..., ::-1])

@@ -17,8 +17,9 @@ from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
 
+from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.training.callbacks import CycleSnapshots
-from ternaus_zoo.training.schedules import SCHEDULES, build_scheduler
+from ternaus_zoo.training.schedules import SCHEDULES, build_scheduler, check_scheduler_options
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 # what scheduler_kwargs may set: build_scheduler's options with a default (the others come from the run)
@@ -58,19 +59,20 @@ class Optimization:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
+            raise BadValueError(f"unknown optimizer {self.optimizer!r}; choose one of {sorted(OPTIMIZERS)}")
         if self.scheduler not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.scheduler!r}; choose one of {SCHEDULES}")
+            raise BadValueError(f"unknown schedule {self.scheduler!r}; choose one of {SCHEDULES}")
         unknown = sorted(set(self.scheduler_kwargs or {}) - set(SCHEDULER_OPTIONS))
         if unknown:
-            raise ValueError(f"unknown scheduler_kwargs {unknown}; the schedules take {list(SCHEDULER_OPTIONS)}")
+            raise BadValueError(f"unknown scheduler_kwargs {unknown}; the schedules take {list(SCHEDULER_OPTIONS)}")
+        check_scheduler_options(self.scheduler, self.scheduler_kwargs or {})
         for name in ("lr", "swa_lr"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
+                raise BadValueError(f"{name} must be > 0, got {value}")
         for name in ("encoder_lr_ratio", "weight_decay", "freeze_encoder_epochs"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise BadValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def hyperparameters(self) -> dict[str, Any]:
         """Every field by name: the flat keys of the configs and checkpoints."""

@@ -7,8 +7,9 @@ end) is the one torch lacks, so it is a ``LambdaLR`` over :class:`StepCyclicRate
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import (
@@ -19,7 +20,40 @@ from torch.optim.lr_scheduler import (
     OneCycleLR,
 )
 
+from ternaus_zoo.errors import BadValueError
+
 SCHEDULES = ("constant", "cyclic", "onecycle", "cosine_restarts", "step_cyclic")
+# the build_scheduler options each schedule reads; any other given option would be silently ignored
+APPLICABLE_OPTIONS = {
+    "constant": (),
+    "cyclic": ("max_lr", "base_lr", "mode", "gamma", "cycle_epochs"),
+    "onecycle": ("max_lr", "pct_start"),
+    "cosine_restarts": ("cycle_epochs", "cycle_mult"),
+    "step_cyclic": ("factors", "epochs_per_rate"),
+}
+CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+def check_scheduler_options(name: str, options: Mapping[str, Any]) -> None:
+    """Refuse options that ``name`` would ignore, and ``exp_range`` at ``gamma=1`` (that is ``triangular``).
+
+    Raises:
+        BadValueError: naming the option and what the schedule takes.
+    """
+    inapplicable = sorted(set(options) - set(APPLICABLE_OPTIONS[name]))
+    if inapplicable:
+        raise BadValueError(
+            f"scheduler_kwargs {inapplicable} do not apply to the {name!r} schedule, which takes "
+            f"{list(APPLICABLE_OPTIONS[name]) or 'no options'}"
+        )
+    mode, gamma = options.get("mode", "triangular"), options.get("gamma", 1.0)
+    if name == "cyclic" and mode not in CYCLIC_MODES:
+        raise BadValueError(f"scheduler_kwargs mode={mode!r}: the cyclic modes are {list(CYCLIC_MODES)}")
+    if name == "cyclic" and mode == "exp_range" and not 0 < gamma < 1:
+        meaning = "is the triangular mode" if gamma == 1 else "does not shrink the peak"
+        raise BadValueError(f"scheduler_kwargs mode='exp_range' needs 0 < gamma < 1; gamma={gamma} {meaning}")
+    if name == "cyclic" and mode != "exp_range" and "gamma" in options:
+        raise BadValueError(f"scheduler_kwargs gamma applies to mode='exp_range' only, not mode={mode!r}")
 
 
 @dataclass(frozen=True)

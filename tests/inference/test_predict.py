@@ -118,13 +118,33 @@ def test_build_predictor_averages_probabilities_and_is_d4_equivariant():
         build_predictor(models, "rot")
 
 
+@pytest.mark.parametrize(
+    ("tta", "geometric", "scales"), [("scales", 1, 3), ("hflip+scales", 2, 3), ("d4+scales", 8, 3)]
+)
+def test_multi_scale_tta_from_its_cli_name(tta, geometric, scales):
+    torch.manual_seed(0)
+    models = [create_model("unet", **KWARGS).eval()]
+    predictor = build_predictor(models, tta)
+    assert len(predictor.transforms) == geometric and predictor.scales == (0.75, 1.0, 1.25)
+    assert len(predictor) == geometric * scales
+    images = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = torch.stack(
+            [
+                predictor.predict_one(images, transform, scale)
+                for transform in predictor.transforms
+                for scale in predictor.scales
+            ]
+        ).mean(0)
+        assert torch.allclose(predictor(images), expected, atol=1e-6)
+        assert not torch.allclose(predictor(images), build_predictor(models)(images), atol=1e-4)
+
+
 def test_predict_folder_with_a_manifest_d4_and_tiles_writes_masks_at_original_size(manifest, images, tmp_path):
     spec = prediction_spec(manifest=manifest)
     model = load_predictor(spec, tta="d4")
     output = tmp_path / "masks"
-    written = predict_folder(
-        model, images, output, val_size=spec.val_size, tile_size=16, tile_overlap=0.5, save_probabilities=True
-    )
+    written = predict_folder(model, images, output, tile_size=16, tile_overlap=0.5, save_probabilities=True)
     assert [path.name for path in written] == ["square.png", "tall.png", "wide.png"]
     for path in written:
         mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

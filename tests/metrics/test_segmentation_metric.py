@@ -59,11 +59,12 @@ def test_multiclass_hand_case():
     metric = SegmentationMetrics(num_classes=4, ignore_index=255)
     metric.update(MC_PRED, MC_TARGET)
     result = metric.compute()
-    assert set(result) == {"iou", "dice", "iou_per_image", "dice_per_image", "miou", "iou_per_class"}
-    assert result["iou_per_class"].shape == (4,)
+    assert set(result) == {"iou", "dice", "iou_per_image", "dice_per_image", "miou", "iou_per_class", "dice_per_class"}
+    assert result["iou_per_class"].shape == result["dice_per_class"].shape == (4,)
     assert result["iou_per_class"][:3].tolist() == pytest.approx([1 / 3, 1 / 3, 1.0])
-    assert math.isnan(result["iou_per_class"][3].item())
-    scalars = {key: value.item() for key, value in result.items() if key != "iou_per_class"}
+    assert result["dice_per_class"][:3].tolist() == pytest.approx([1 / 2, 1 / 2, 1.0])  # 2 IoU / (1 + IoU)
+    assert math.isnan(result["iou_per_class"][3].item()) and math.isnan(result["dice_per_class"][3].item())
+    scalars = {key: value.item() for key, value in result.items() if not key.endswith("_per_class")}
     expected = {"iou": 3 / 7, "dice": 6 / 10, "iou_per_image": 2 / 3, "dice_per_image": 3 / 4, "miou": 5 / 9}
     assert scalars == pytest.approx(expected)
 

@@ -12,7 +12,9 @@ class RankMetrics(Callback):
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
 
-    def on_fit_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:  # after fit's last validation, or `validate`
+        if trainer.sanity_checking:
+            return
         metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith("val/")}
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / f"rank{trainer.global_rank}.json").write_text(json.dumps(metrics))

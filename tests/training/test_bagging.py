@@ -7,6 +7,7 @@ import importlib
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ import yaml
 from ternaus_zoo import bagging
 from ternaus_zoo.bagging import (
     BootstrapDataset,
+    BootstrapSample,
     best_threshold,
     binary_oof_statistics,
     bootstrap_indices,
@@ -27,7 +29,8 @@ from ternaus_zoo.bagging import (
     threshold_curve,
 )
 from ternaus_zoo.cli import main
-from ternaus_zoo.data import load_folds, valid_size
+from ternaus_zoo.data import SegmentationDataModule, load_folds, valid_size
+from ternaus_zoo.training import SegmentationModule
 from tests.training.test_cli import TINY
 
 
@@ -182,6 +185,35 @@ def test_bootstrap_indices_and_dataset():
     assert not np.array_equal(indices, bootstrap_indices(100, seed=2))
     dataset = BootstrapDataset(list("abc"), [0, 0, 2])
     assert len(dataset) == 3 and [dataset[i] for i in range(3)] == ["a", "a", "c"]
+
+
+def test_bootstrap_loader_draws_the_listed_sample(shapes_folder, tmp_path):
+    """Every training epoch sees each stem as often as bootstrap.csv lists it, and no other stem."""
+    seen: list[str] = []
+
+    class Names(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+            seen.extend(batch["name"])
+
+    data = SegmentationDataModule(
+        dataset=str(shapes_folder),
+        model_name="unet",
+        image_size=32,
+        val_size=32,
+        batch_size=1,
+        num_workers=0,
+        n_folds=2,
+    )
+    module = SegmentationModule(model="unet", model_kwargs={"num_filters": 4, "depth": 3})
+    callbacks = [BootstrapSample(seed=5, directory=tmp_path), Names()]
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, callbacks=callbacks)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    rows = [line.split(",") for line in (tmp_path / "bootstrap.csv").read_text().split()[1:]]
+    listed = Counter({stem: int(count) for stem, count in rows})
+    assert sum(listed.values()) == len(seen) // 2 and len(listed) < len(seen) // 2  # repeats drawn
+    for epoch in range(2):
+        assert Counter(seen[epoch * len(seen) // 2 : (epoch + 1) * len(seen) // 2]) == listed
 
 
 def test_check_bag_config_names_the_difference(tmp_path):

@@ -17,7 +17,8 @@ import pytest
 import torch
 import yaml
 
-from ternaus_zoo.cli import _takes_predict_ensemble, main
+from ternaus_zoo.cli import _takes_predict_ensemble, lr_find, main
+from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.inference import from_pretrained, model_from_checkpoint
 from ternaus_zoo.inference.predict import load_predictor, prediction_spec
 from ternaus_zoo.training import SegmentationModule
@@ -59,6 +60,28 @@ def test_fit_writes_checkpoints_logs_config_and_folds(shapes_folder, tmp_path, m
     assert checkpoint["global_step"] == 2 * 2  # 6 training images (fold 0 holds out 4 of 8 -> 4), batch 2
 
 
+def test_both_predict_routes_take_the_evaluation_size_from_the_checkpoint(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    checkpoint = _fit(shapes_folder) / "checkpoints" / "last.ckpt"  # trained and validated at val_size 32
+    used = []
+    loader = SegmentationDataModule.predict_dataloader
+    monkeypatch.setattr(
+        SegmentationDataModule, "predict_dataloader", lambda self: used.append(self.val_size) or loader(self)
+    )
+    images = shapes_folder / "images"
+    common = [f"--ckpt_path={checkpoint}", f"--data.predict_dir={images}", "--writer.save_probabilities=true"]
+    lightning = ["predict", *common, f"--data.dataset={shapes_folder}", "--data.num_workers=0"]
+    main([*lightning, "--writer.output_dir=lightning"])  # no --data.val_size
+    main(["predict", *common, "--tta=none", "--writer.output_dir=ensemble"])
+    main([*lightning, "--data.val_size=null", "--writer.output_dir=full"])  # asks for the full resolution
+    assert used == [32, None]
+    for path in sorted(images.iterdir()):
+        plain, ensemble = (
+            np.load(Path(name) / f"{path.stem}.npy").astype(np.float32) for name in ("lightning", "ensemble")
+        )
+        assert np.abs(plain - ensemble).max() < 2e-2  # the same size; bf16 and float16 files round apart
+
+
 def test_predict_from_the_checkpoint_alone_writes_masks_at_original_size(shapes_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run = _fit(shapes_folder)
@@ -90,11 +113,17 @@ def test_checkpoint_rebuilds_its_model_without_config(shapes_folder, tmp_path, m
     assert module(torch.randn(1, 3, 20, 30)).shape == (1, 1, 20, 30)
 
 
-def test_lr_find(shapes_folder, tmp_path, monkeypatch, capsys):
+def test_lr_find_suggests_a_rate_inside_the_range_it_swept(shapes_folder, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    main(["lr-find", "--num_training=6", "--min_lr=1e-5", "--max_lr=1", f"--data.dataset={shapes_folder}", *TINY])
-    assert "suggested learning rate" in capsys.readouterr().out
+    arguments = ["--min_lr=1e-5", "--max_lr=1", f"--data.dataset={shapes_folder}", *TINY]
+    suggestion = lr_find(["--num_training=20", *arguments])
+    assert isinstance(suggestion, float) and 1e-5 < suggestion < 1
+    assert f"suggested learning rate {suggestion:.3g}" in capsys.readouterr().out
     assert list(Path("runs").rglob("lr_find.png"))
+    with pytest.raises(SystemExit) as stop:  # too few steps for any suggestion: said, not "None"
+        main(["lr-find", "--num_training=6", *arguments])
+    assert stop.value.code == 2
+    assert "--num_training=6: lr-find needs at least 12 steps" in capsys.readouterr().err
 
 
 def test_the_console_script_prints_no_warning_the_user_did_not_cause():
@@ -127,7 +156,8 @@ def test_predict_help_lists_the_options_of_both_routes():
     for option in ("--manifest", "--pretrained", "--tta", "--tile_size", "--tile_overlap", "--writer.threshold"):
         assert option in result.stdout
     text = " ".join(result.stdout.split())  # argparse wraps at the terminal's width
-    assert "{none,hflip,vflip,flips,d4}" in text and "(default: 0.25)" in text
+    assert "{none,hflip,vflip,flips,d4,scales,hflip+scales,vflip+scales,flips+scales,d4+scales}" in text
+    assert "(default: 0.25)" in text
     assert "--trainer.max_epochs" in result.stdout  # LightningCLI's own predict options follow
 
 
@@ -136,6 +166,18 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("fit", "validate", "test", "predict", "lr-find", "bag", "export", "demo"):
         assert command in text
+
+
+@pytest.mark.parametrize(
+    ("command", "own"),
+    [("lr-find", ["--min_lr", "--max_lr", "--num_training", "(default: 100)"]),
+     ("bag", ["--folds", "--bag_dir", "--only_fold", "--assemble", "--bootstrap_seed", "(default: runs/bag)"])],
+)  # fmt: skip
+def test_help_of_commands_over_fit_lists_their_options_and_fits(command, own, capsys):
+    main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps at the terminal's width
+    for option in [*own, "--trainer.max_epochs", "--model.lr", "--data.batch_size"]:
+        assert option in text, option
 
 
 @pytest.mark.timeout(300)
@@ -163,14 +205,30 @@ def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes
         mask = cv2.imread(str(output / f"{image_path.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert mask.shape == cv2.imread(str(image_path)).shape[:2]
         assert set(mask.ravel().tolist()) <= {0, 255}
+    scaled = tmp_path / "scaled"  # multi-scale TTA from the command line
+    images = shapes_folder / "images"
+    main(
+        [
+            "predict",
+            f"--manifest={manifest}",
+            f"--data.predict_dir={images}",
+            "--tta=hflip+scales",
+            f"--writer.output_dir={scaled}",
+        ]
+    )
+    assert sorted(path.stem for path in scaled.glob("*.png")) == sorted(path.stem for path in images.iterdir())
 
     onnx_path = tmp_path / "bag.onnx"
     main(["export", f"--manifest={manifest}", "--tta=d4", "--format=onnx", "--tile_size=32", f"--output={onnx_path}"])
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    tiles = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))
-    (found,) = session.run(None, {session.get_inputs()[0].name: tiles.numpy()})
-    with torch.no_grad():
-        expected = load_predictor(prediction_spec(manifest=manifest), tta="d4")(tiles)
+    pixels = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(5))  # 8-bit values / 255
+    (found,) = session.run(None, {session.get_inputs()[0].name: pixels.numpy()})
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["ternaus_zoo.input"].startswith("pixels in [0, 1]")
+    mean, std = (torch.tensor(json.loads(metadata[f"ternaus_zoo.{key}"])).view(1, 3, 1, 1) for key in ("mean", "std"))
+    assert metadata["ternaus_zoo.output"] == "sigmoid probabilities" and metadata["ternaus_zoo.tta"] == "d4"
+    with torch.no_grad():  # the graph normalises as the evaluation transform does
+        expected = load_predictor(prediction_spec(manifest=manifest), tta="d4")((pixels - mean) / std)
     assert found.shape == (3, 1, 32, 32)
     np.testing.assert_allclose(found, expected.numpy(), atol=1e-4)
     assert found.min() >= 0 and found.max() <= 1  # probabilities of the averaged ensemble
@@ -179,7 +237,7 @@ def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes
     folder = tmp_path / "bag_pretrained"
     main(["export", f"--manifest={manifest}", "--tta=d4", "--format=pretrained", f"--output={folder}"])
     with torch.no_grad():
-        torch.testing.assert_close(from_pretrained(folder)(tiles), expected, rtol=0, atol=1e-6)
+        torch.testing.assert_close(from_pretrained(folder)((pixels - mean) / std), expected, rtol=0, atol=1e-6)
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "ensemble" and len(config["members"]) == 2 and config["prediction"]["tta"] == "d4"
     assert config["prediction"]["val_size"] == 32 and "oof_threshold" in config["prediction"]

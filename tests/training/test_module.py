@@ -13,6 +13,7 @@ import torch
 from pytorch_lightning.callbacks import Callback, StochasticWeightAveraging
 
 from ternaus_zoo.data import SegmentationDataModule
+from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.training import SegmentationModule
 from ternaus_zoo.training.base import encoder_of, norm_layers
 from ternaus_zoo.training.optimization import Optimization
@@ -77,12 +78,22 @@ def test_unknown_optimizer():
     [
         ({"scheduler": "linear"}, "unknown schedule 'linear'"),
         ({"scheduler_kwargs": {"max_rate": 1.0}}, r"unknown scheduler_kwargs \['max_rate'\]"),
+        (
+            {"scheduler": "cosine_restarts", "scheduler_kwargs": {"max_lr": 0.1, "base_lr": 0.01}},
+            r"scheduler_kwargs \['base_lr', 'max_lr'\] do not apply to the 'cosine_restarts' schedule",
+        ),
+        ({"scheduler": "constant", "scheduler_kwargs": {"cycle_epochs": 2}}, "which takes no options"),
+        ({"scheduler": "onecycle", "scheduler_kwargs": {"mode": "exp_range"}}, r"\['mode'\] do not apply"),
+        ({"scheduler": "cyclic", "scheduler_kwargs": {"mode": "exp_range"}}, "gamma=1.0 is the triangular mode"),
+        ({"scheduler": "cyclic", "scheduler_kwargs": {"mode": "exp_range", "gamma": 1.2}}, "needs 0 < gamma < 1"),
+        ({"scheduler": "cyclic", "scheduler_kwargs": {"gamma": 0.9}}, "gamma applies to mode='exp_range' only"),
+        ({"scheduler": "cyclic", "scheduler_kwargs": {"mode": "sawtooth"}}, "the cyclic modes are"),
         ({"lr": 0.0}, "lr must be > 0"),
         ({"freeze_encoder_epochs": -1}, "freeze_encoder_epochs must be >= 0"),
     ],
 )
 def test_training_options_are_checked_when_the_module_is_built(options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(BadValueError, match=message):
         SegmentationModule(**TINY_UNET, **options)
     with pytest.raises(TypeError, match="unexpected keyword argument 'learning_rate'"):
         SegmentationModule(**TINY_UNET, learning_rate=0.1)
@@ -106,7 +117,8 @@ def test_cli_parser_lists_every_training_option_with_type_and_default():
     for name in Optimization().hyperparameters():
         assert f"--model.{name}" in text
     assert "(type: float, default: 0.001)" in " ".join(text.split())
-    config = parser.parse_args(["--model.lr=0.01", "--model.optimizer=sgd", '--model.scheduler_kwargs={"max_lr": 0.1}'])
+    options = ["--model.lr=0.01", "--model.optimizer=sgd", "--model.scheduler=onecycle"]
+    config = parser.parse_args([*options, '--model.scheduler_kwargs={"max_lr": 0.1}'])
     assert config.model.lr == 0.01 and config.model.swa_epoch_start == 0.8
     assert SegmentationModule(**config.model.as_dict()).optimization.scheduler_kwargs == {"max_lr": 0.1}
 
@@ -141,7 +153,7 @@ def test_checkpoint_with_the_old_flat_hyperparameters_loads(tmp_path):
         optimizer="sgd", lr=0.02, encoder_lr_ratio=0.5, freeze_encoder_epochs=1, scheduler="cyclic",
         scheduler_kwargs={"cycle_epochs": 4},
     )  # fmt: skip
-    assert dict(module.hparams) == hyper_parameters
+    assert dict(module.hparams) == {**hyper_parameters, "class_names": None}  # arguments added since: defaults
     assert torch.equal(module.state_dict()["model.final.weight"], state["model.final.weight"])
 
 
@@ -234,33 +246,45 @@ def test_per_step_cyclic_schedule_changes_the_rate_every_batch(shapes_folder, tm
     assert rates.rates == pytest.approx([0.001, 0.0055, 0.01, 0.0055])
 
 
-def test_stochastic_weight_averaging_option(shapes_folder, tmp_path):
-    trainer = _fit(
-        SegmentationModule(**TINY_UNET, swa_lr=0.01, swa_epoch_start=1), _data(shapes_folder), tmp_path, epochs=3
-    )
+def test_stochastic_weight_averaging_keeps_the_averaged_weights_in_the_checkpoint_predict_uses(shapes_folder, tmp_path):
+    module = SegmentationModule(**TINY_UNET, swa_lr=0.01, swa_epoch_start=1)
+    snapshots = []
+
+    class Weights(Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            snapshots.append({key: value.clone() for key, value in pl_module.state_dict().items()})
+
+    trainer = _fit(module, _data(shapes_folder), tmp_path, epochs=3, callbacks=[Weights()])
     (swa,) = [callback for callback in trainer.callbacks if isinstance(callback, StochasticWeightAveraging)]
     assert swa.n_averaged is not None and int(swa.n_averaged) >= 2  # weights of several epochs were averaged
+    checkpoints = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert checkpoints == ["last.ckpt"]  # no "best" epoch checkpoint to be taken instead of the average
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weight = next(key for key in saved if key.endswith("weight") and saved[key].ndim == 4)
+    assert torch.equal(saved[weight], swa._average_model.state_dict()[weight])  # the callback's running average
+    assert not torch.allclose(saved[weight], snapshots[2][weight], atol=1e-4)  # not the last epoch's own weights
 
 
-@pytest.fixture
-def class_folder(tmp_path: Path) -> Path:
-    """8 images with class-index masks: 0 background, 1 left half of a square, 2 right half, 9 ignored."""
-    root = tmp_path / "classes"
+def test_validation_scores_only_the_real_pixels_not_the_padding(tmp_path):
+    """Wide images padded to a square (val_size) and a model that says "foreground" everywhere: IoU is the
+    foreground share of the real pixels; counting the padding's background would halve it."""
+    root = tmp_path / "wide"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(8):
-        image = rng.integers(0, 80, size=(40, 40, 3), dtype=np.uint8)
-        mask = np.zeros((40, 40), np.uint8)
-        top, left = rng.integers(0, 20, size=2)
-        mask[top : top + 16, left : left + 8] = 1
-        mask[top : top + 16, left + 8 : left + 16] = 2
-        image[mask == 1] = (200, 50, 50)
-        image[mask == 2] = (50, 200, 50)
-        mask[:2] = 9
-        cv2.imwrite(str(root / "images" / f"f{index}.png"), image)
-        cv2.imwrite(str(root / "masks" / f"f{index}.png"), mask)
-    return root
+    for index in range(4):
+        cv2.imwrite(str(root / "images" / f"{index}.png"), np.full((24, 48, 3), 128, np.uint8))
+        mask = np.zeros((24, 48), np.uint8)
+        mask[:, : 12 * (index + 1)] = 255
+        cv2.imwrite(str(root / "masks" / f"{index}.png"), mask)
+    module = SegmentationModule(**TINY_UNET)
+    module.forward = lambda images: torch.full((len(images), 1, *images.shape[-2:]), 10.0)  # all foreground
+    data = _data(root, val_size=48, holdout_every=0)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (scores,) = trainer.validate(module, datamodule=data)
+    data.setup("validate")
+    stems = [data.val_dataloader().dataset[i]["name"] for i in range(len(data.val_dataloader().dataset))]
+    foreground = sum(12 * (int(stem) + 1) * 24 for stem in stems)
+    assert scores["val/iou"] == pytest.approx(foreground / (len(stems) * 24 * 48), abs=1e-6)
 
 
 def test_multiclass_fit_with_lovasz_softmax_logs_mean_iou(class_folder, tmp_path):

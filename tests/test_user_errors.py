@@ -1,0 +1,130 @@
+"""Every mistake a user can make on the command line, as they meet it: the real ``ternaus-zoo`` console script
+in a subprocess ends with exit status 2 and one line naming the file, key or value, and no traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+SCRIPT = Path(sys.executable).with_name("ternaus-zoo")  # the console script of this environment
+TINY_MODEL = ["--model.model=unet", '--model.model_kwargs={"num_filters": 4}']
+QUIET = [
+    "--trainer.max_epochs=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def run(arguments: list[str], cwd: Path, **environment: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "TERNAUS_ZOO_DEBUG"}
+    env |= {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", **environment}
+    return subprocess.run(
+        [str(SCRIPT), *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def write_pairs(folder: Path, count: int = 6, size: int = 32) -> Path:
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        cv2.imwrite(str(folder / "images" / f"{index}.png"), rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+        mask = np.zeros((size, size), np.uint8)
+        mask[8:20, 8:20] = 255
+        cv2.imwrite(str(folder / "masks" / f"{index}.png"), mask)
+    return folder
+
+
+def write_mistakes(root: Path) -> Path:
+    """Data sets under ``root``: ``good`` and one broken copy per mistake, and files of the wrong kind."""
+    write_pairs(root / "good")
+    (write_pairs(root / "corrupt") / "images" / "3.png").write_bytes(b"this is not a PNG")
+    cv2.imwrite(str(write_pairs(root / "unpaired") / "images" / "extra.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(write_pairs(root / "resized") / "masks" / "2.png"), np.zeros((16, 16), np.uint8))
+    (root / "empty" / "images").mkdir(parents=True)
+    (root / "empty" / "masks").mkdir()
+    (root / "not_a_checkpoint.ckpt").write_text("hello")
+    (root / "other.json").write_text(json.dumps({"folds": 3}))
+    torch.save({"hyper_parameters": {"model": "gapnet"}, "state_dict": {}}, root / "classifier.ckpt")
+    (root / "typo.yaml").write_text("model:\n  modle: unet\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return write_mistakes(tmp_path_factory.mktemp("data"))
+
+
+def fit(root: Path, dataset: str, *extra: str) -> list[str]:
+    data = [f"--data.dataset={dataset}", f"--data.data_root={root}", "--data.image_size=32", "--data.val_size=32"]
+    return ["fit", *data, "--data.batch_size=2", "--data.num_workers=0", *TINY_MODEL, *QUIET, *extra]
+
+
+def predict(root: Path, *source: str) -> list[str]:
+    return ["predict", *source, f"--data.predict_dir={root / 'good' / 'images'}", f"--writer.output_dir={root / 'out'}"]
+
+
+# (case, arguments from the data root, what the one line must name)
+CASES = [
+    ("missing data folder", lambda r: fit(r, "nowhere"), ["nowhere/images", "data set folder not found"]),
+    ("corrupt image", lambda r: fit(r, "corrupt", "--data.num_workers=1"), ["corrupt/images/3.png", "not a readable"]),
+    ("image without mask", lambda r: fit(r, "unpaired"), ["extra.png", "without a mask"]),
+    ("mask of another size", lambda r: fit(r, "resized"), ["2.png", "differs from its mask"]),
+    ("wrong channel count", lambda r: fit(r, "good", "--model.in_channels=4"), ["3-channel image to 4 channels"]),
+    ("empty folder", lambda r: fit(r, "empty"), ["empty/images", "no image files"]),
+    ("unknown model", lambda r: fit(r, "good", "--model.model=unet12"), ["unknown model 'unet12'", "unet11"]),
+    ("config key that does not exist", lambda r: fit(r, "good", "--model.nosuchkey=1"), ["nosuchkey"]),
+    ("config file key that does not exist", lambda r: fit(r, "good", f"--config={r / 'typo.yaml'}"), ["modle"]),
+    ("config file that does not exist", lambda r: fit(r, "good", f"--config={r / 'nope.yaml'}"), ["nope.yaml"]),
+    ("fit checkpoint that does not exist", lambda r: fit(r, "good", f"--ckpt_path={r / 'no.ckpt'}"), ["no.ckpt"]),
+    (
+        "checkpoint of the wrong kind",
+        lambda r: fit(r, "good", f"--ckpt_path={r / 'not_a_checkpoint.ckpt'}"),
+        ["not_a_checkpoint.ckpt", "not a PyTorch checkpoint"],
+    ),
+    (
+        "checkpoint of the other task",
+        lambda r: fit(r, "good", f"--ckpt_path={r / 'classifier.ckpt'}"),
+        ["classifier.ckpt", "classification model 'gapnet'", "ternaus-zoo classify"],
+    ),
+    ("predict checkpoint that does not exist", lambda r: predict(r, f"--ckpt_path={r / 'no.ckpt'}", "--tta=d4"),
+     ["no.ckpt"]),
+    ("manifest that does not exist", lambda r: predict(r, f"--manifest={r / 'no.json'}"),
+     ["no.json", "does not exist"]),
+    ("manifest of the wrong kind", lambda r: predict(r, f"--manifest={r / 'other.json'}"),
+     ["other.json", "not a bagging manifest"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "arguments", "named"), CASES, ids=[case for case, _, _ in CASES])
+def test_user_error_is_one_line_with_exit_status_2(case, arguments, named, root):
+    result = run(arguments(root), cwd=root)
+    assert result.returncode == 2, (case, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert error_lines, result.stderr[-3000:]
+    for text in named:
+        assert text in error_lines[-1], (text, error_lines[-1])
+
+
+def test_debug_shows_the_traceback(root):
+    for extra, environment in ((["--debug"], {}), ([], {"TERNAUS_ZOO_DEBUG": "1"})):
+        result = run([*fit(root, "nowhere"), *extra], cwd=root, **environment)
+        assert result.returncode == 1 and "Traceback" in result.stderr, result.stderr[-2000:]
+        assert "MissingPathError: data set folder not found" in result.stderr
+
+
+def test_classification_alias_still_works(root):
+    script = SCRIPT.with_name("ternaus-zoo-cls")
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "ternaus-zoo classify fit" in result.stdout
+    assert "ternaus-zoo-cls is now `ternaus-zoo classify`" in result.stderr
