@@ -116,6 +116,10 @@ def predict_parser() -> argparse.ArgumentParser:
         nargs="?", const=True, default=False, help="also write float16 <name>.npy probabilities",
     )  # fmt: skip
     parser.add_argument(
+        "--writer.overlay", "--overlay", dest="overlay", type=_boolean, nargs="?", const=True, default=False,
+        help="also write overlays/<name>.png: each image with its mask painted on",
+    )  # fmt: skip
+    parser.add_argument(
         "--trainer.accelerator", "--accelerator", dest="accelerator", default="auto", help="cpu, gpu or auto"
     )
     parser.add_argument("--data.dataset", "--data.data_root", dest="unused", default=None, help=argparse.SUPPRESS)
@@ -127,7 +131,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
     --data.predict_dir=IN --writer.output_dir=OUT``: masks at each image's original size.
 
     The LightningCLI spellings ``--data.predict_dir``, ``--data.val_size``, ``--data.num_workers``,
-    ``--writer.output_dir``, ``--writer.threshold``, ``--writer.save_probabilities`` and
+    ``--writer.output_dir``, ``--writer.threshold``, ``--writer.save_probabilities``, ``--writer.overlay`` and
     ``--trainer.accelerator`` are accepted (``--data.dataset``/``--data.data_root`` too, unused), so adding
     ``--tta d4`` to a predict command keeps it working. ``--writer.threshold=oof`` takes the manifest's
     OOF-tuned threshold; the default is the manifest's (or the checkpoint's) threshold. ``val_size``
@@ -162,6 +166,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         in_channels=spec.in_channels,
         threshold=threshold,
         save_probabilities=options.save_probabilities,
+        overlay=options.overlay,
         tile_size=options.tile_size,
         tile_overlap=options.tile_overlap,
         tile_batch_size=options.tile_batch_size,

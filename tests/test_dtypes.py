@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ternaus_zoo.losses import LOSSES, build_loss
 from ternaus_zoo.metrics import (
@@ -187,6 +188,54 @@ def _assert_scores_equal(tp, fp, fn, ref_tp, ref_fp, ref_fn) -> None:
             assert got.dtype == torch.float32
             torch.testing.assert_close(got, score(ref_tp, ref_fp, ref_fn, reduction=reduction), rtol=0, atol=0)
     torch.testing.assert_close(mean_iou(tp, fp, fn), mean_iou(ref_tp, ref_fp, ref_fn), rtol=0, atol=0)
+    # the scores are computed in float32 (no float64 on MPS): within float32 rounding of the exact float64 ratios
+    tp, fp, fn = tp.double(), fp.double(), fn.double()
+    iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn), 1.0)
+    dice = torch.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 1.0)
+    torch.testing.assert_close(iou_score(ref_tp, ref_fp, ref_fn, reduction="none").double(), iou, rtol=1e-6, atol=0)
+    torch.testing.assert_close(dice_score(ref_tp, ref_fp, ref_fn, reduction="none").double(), dice, rtol=1e-6, atol=0)
+    micro = tp.sum() / (tp + fp + fn).sum()
+    torch.testing.assert_close(iou_score(ref_tp, ref_fp, ref_fn, reduction="micro").double(), micro, rtol=1e-6, atol=0)
+
+
+class _Float64Ops(TorchDispatchMode):
+    """Records every aten op that returns a float64 tensor (an op Apple MPS cannot run)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        outputs = result if isinstance(result, (tuple, list)) else [result]
+        if any(isinstance(out, torch.Tensor) and out.dtype == torch.float64 for out in outputs):
+            self.ops.append(str(func))
+        return result
+
+
+def test_metrics_and_losses_run_no_float64_op_on_float32_inputs():
+    """On float32 (or half) inputs nothing is computed in float64, so the same code runs on MPS."""
+    binary_logits, binary_target = _inputs("binary")
+    class_logits, class_target = _inputs("multiclass_ignore")
+    label_logits, label_target = _inputs("multilabel")
+    with _Float64Ops() as recorder:
+        for make, kind in LOSS_CASES.values():
+            logits, target = _inputs(kind)
+            logits.requires_grad_()
+            make()(logits, target).backward()
+        segmentation = SegmentationMetrics(num_classes=NUM_CLASSES, ignore_index=IGNORE)
+        segmentation.update(class_logits, class_target)
+        segmentation.compute()
+        binary = SegmentationMetrics(num_classes=1)
+        binary.update(binary_logits, binary_target.long())
+        binary.compute()
+        labels = MultilabelMetrics(NUM_LABELS)
+        labels.update(label_logits.half(), label_target.long())
+        labels.compute()
+        labels.tuned_thresholds(beta=2.0)
+        multilabel_recall(label_logits, label_target)
+        search_thresholds(label_logits.sigmoid(), label_target.long(), beta=1.0)
+    assert recorder.ops == []
 
 
 @pytest.mark.parametrize("dtype", METRIC_DTYPES, ids=str)

@@ -245,6 +245,7 @@ def predict_folder(
     in_channels: int | None = None,
     threshold: float = 0.5,
     save_probabilities: bool = False,
+    overlay: bool = False,
     tile_size: int | None = None,
     tile_overlap: float = 0.25,
     tile_batch_size: int = 4,
@@ -264,6 +265,7 @@ def predict_folder(
         in_channels: convert the images to this many channels (default: the file's).
         threshold: foreground threshold of single-channel outputs.
         save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
+        overlay: also write ``<output_dir>/overlays/<stem>.png``, each image with its mask painted on.
         tile_size, tile_overlap, tile_batch_size: see :class:`FolderPredictor`.
         accelerator: Lightning's (``"cpu"``, ``"gpu"``, ``"auto"``); one device.
         num_workers: loader processes.
@@ -287,7 +289,7 @@ def predict_folder(
     else:
         dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
-    writer = MaskWriter(str(output_dir), threshold=threshold, save_probabilities=save_probabilities)
+    writer = MaskWriter(str(output_dir), threshold=threshold, save_probabilities=save_probabilities, overlay=overlay)
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,

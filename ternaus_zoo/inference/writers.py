@@ -21,7 +21,8 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch import Tensor
 
-from ternaus_zoo.data.io import read_binary_mask
+from ternaus_zoo.data.display import overlay
+from ternaus_zoo.data.io import read_binary_mask, read_image
 from ternaus_zoo.data.transforms import valid_size
 
 HISTOGRAM_BINS = 100
@@ -71,19 +72,45 @@ class MaskWriter(PerImageWriter):
         output_dir: folder for the masks (created).
         threshold: foreground threshold of single-channel outputs.
         save_probabilities: also write ``<name>.npy`` with the ``float16`` probabilities ``(C, H, W)``.
+        overlay: also write ``<output_dir>/overlays/<name>.png``, the image with its mask painted on (one colour
+            per class); the image is read again from the prediction data set's file.
     """
 
-    def __init__(self, output_dir: str = "predictions", threshold: float = 0.5, save_probabilities: bool = False):
+    def __init__(
+        self,
+        output_dir: str = "predictions",
+        threshold: float = 0.5,
+        save_probabilities: bool = False,
+        overlay: bool = False,
+    ) -> None:
         super().__init__(output_dir)
         self.threshold = threshold
         self.save_probabilities = save_probabilities
+        self.overlay = overlay
+        self._sources: dict[str, Path] = {}
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.overlay:
+            return
+        loaders = trainer.predict_dataloaders
+        datasets = [loader.dataset for loader in (loaders if isinstance(loaders, Sequence) else [loaders])]
+        self._sources = {stem: path for dataset in datasets for stem, path in getattr(dataset, "images", {}).items()}
+        if not self._sources:
+            raise ValueError("overlay=True needs a prediction data set of image files (with an `images` mapping)")
 
     def write_image(self, name: str, probabilities: Tensor) -> None:
         path = self.output_dir / f"{name}.png"
-        if not cv2.imwrite(str(path), probabilities_to_mask(probabilities, self.threshold)):
+        mask = probabilities_to_mask(probabilities, self.threshold)
+        if not cv2.imwrite(str(path), mask):
             raise OSError(f"could not write {path}")
         if self.save_probabilities:
             np.save(self.output_dir / f"{name}.npy", probabilities.to(torch.float16).cpu().numpy())
+        if self.overlay:
+            painted = overlay(read_image(self._sources[name]), mask, binary=probabilities.shape[0] == 1)
+            folder = self.output_dir / "overlays"
+            folder.mkdir(exist_ok=True)
+            if not cv2.imwrite(str(folder / f"{name}.png"), painted[..., ::-1]):
+                raise OSError(f"could not write {folder / name}.png")
 
 
 class LabelWriter(BasePredictionWriter):

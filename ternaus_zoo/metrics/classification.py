@@ -137,7 +137,7 @@ def multilabel_recall(
     A label without positive targets scores ``zero_division``.
     """
     tp, _, fn = _label_counts(output, target, threshold, from_logits)
-    tp, positives = tp.double(), (tp + fn).double()
+    tp, positives = tp.float(), (tp + fn).float()  # float32: MPS has no float64
     recall = torch.where(positives > 0, tp / positives.clamp_min(1), torch.full_like(tp, zero_division))
     return _average(recall, average)
 
@@ -162,8 +162,8 @@ def _average(scores: Tensor, average: Average) -> Tensor:
 
 def _fbeta_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, beta: float, zero_division: float) -> Tensor:
     beta2 = float(beta) ** 2
-    num = (1.0 + beta2) * tp.double()
-    den = num + beta2 * fn.double() + fp.double()
+    num = (1.0 + beta2) * tp.float()  # float32: MPS has no float64
+    den = num + beta2 * fn.float() + fp.float()
     return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), torch.full_like(den, zero_division))
 
 

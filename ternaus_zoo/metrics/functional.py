@@ -179,9 +179,11 @@ def _multiclass_stats(
 
 
 def _ratio(num: Tensor, den: Tensor, empty: float) -> Tensor:
-    num = num.double()
-    den = den.double()
-    return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(den, empty)).float()
+    # float32, not float64, which Apple's MPS lacks; a count is exact in float32 up to 2**24 and the ratio is off by
+    # float32 rounding only (tests/test_dtypes.py checks it against float64)
+    num = num.float()
+    den = den.float()
+    return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(den, empty))
 
 
 def _reduce(numerator, tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction) -> Tensor:

@@ -12,6 +12,8 @@ from pytorch_lightning.callbacks import Callback
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from ternaus_zoo.data.display import colour_masks
+
 
 class CycleSnapshots(Callback):
     """Saves ``snapshot-cycleNN.ckpt`` after every ``cycle_steps`` optimiser steps: one run of a
@@ -42,25 +44,10 @@ class CycleSnapshots(Callback):
             trainer.save_checkpoint(self.snapshot_dir(trainer) / f"snapshot-cycle{step // self.cycle_steps:02d}.ckpt")
 
 
-# distinct colours for class masks (class k gets colour k; the ignore index and any class past 11 get white)
-CLASS_COLOURS = [
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (255, 255, 255),
-]  # fmt: skip
-
-
 def _display(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     """Normalised ``(B, C, H, W)`` images back to ``(B, 3, H, W)`` in [0, 1] (grey repeated, extra channels dropped)."""
     pixels = (images * std + mean).clamp(0, 1)
     return pixels[:, :3] if pixels.shape[1] >= 3 else pixels[:, :1].expand(-1, 3, -1, -1)
-
-
-def _colour(labels: Tensor, num_classes: int) -> Tensor:
-    """``(B, H, W)`` class indices (or ``(B, 1, H, W)`` probabilities) as ``(B, 3, H, W)`` pictures."""
-    if labels.ndim == 4:  # one channel: probabilities / 0-1 masks in grey
-        return labels.float().clamp(0, 1).expand(-1, 3, -1, -1)
-    palette = torch.tensor(CLASS_COLOURS, dtype=torch.float32, device=labels.device) / 255
-    return palette[labels.clamp(0, len(CLASS_COLOURS) - 1)].permute(0, 3, 1, 2)
 
 
 class PredictionGrid(Callback):
@@ -104,12 +91,8 @@ class PredictionGrid(Callback):
         info = datamodule.info
         mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
-        if logits.shape[1] == 1:
-            predicted = _colour(logits.sigmoid(), 1)
-            truth = _colour(masks, 1)
-        else:
-            predicted = _colour(logits.argmax(1), logits.shape[1])
-            truth = _colour(masks, logits.shape[1])
+        predicted = colour_masks(logits.sigmoid() if logits.shape[1] == 1 else logits.argmax(1))
+        truth = colour_masks(masks)
         tiles = torch.stack([_display(images.float(), mean, std), truth, predicted], dim=1).flatten(0, 1)
         return make_grid(tiles.cpu(), nrow=3, padding=2, pad_value=1.0)
 

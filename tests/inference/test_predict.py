@@ -165,3 +165,23 @@ def test_tiles_covering_the_image_give_the_whole_image_prediction():
     tiled = FolderPredictor(model, tile_size=16).predict_image(image)
     assert whole.shape == tiled.shape == (1, 16, 16)
     assert torch.allclose(whole, tiled, atol=1e-5)
+
+
+def test_overlays_beside_the_masks_paint_the_predicted_foreground(manifest, images, tmp_path):
+    from ternaus_zoo.cli_inference import predict_ensemble
+
+    output = tmp_path / "masks"
+    predict_ensemble(
+        [f"--manifest={manifest}", f"--data.predict_dir={images}", f"--writer.output_dir={output}", "--writer.overlay"]
+    )
+    for name in ("square", "tall", "wide"):
+        mask = cv2.imread(str(output / f"{name}.png"), cv2.IMREAD_UNCHANGED)
+        image = cv2.imread(str(images / f"{name}.png"))
+        painted = cv2.imread(str(output / "overlays" / f"{name}.png"))
+        assert painted.shape == image.shape
+        background = mask == 0
+        assert np.array_equal(painted[background], image[background])  # unpainted pixels are the image's own
+        red = np.array([75, 25, 230], np.float64)  # CLASS_COLOURS[1] in BGR, half opacity
+        expected = np.round(0.5 * image[~background].astype(np.float64) + 0.5 * red)
+        assert np.abs(painted[~background].astype(np.float64) - expected).max() <= 1
+    assert sorted(path.name for path in output.glob("*.png")) == ["square.png", "tall.png", "wide.png"]
