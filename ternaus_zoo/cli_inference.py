@@ -43,6 +43,21 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _scale(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive factor, got {text}")
+    return value
+
+
+def _tile_scale_note(options: argparse.Namespace, spec: PredictionSpec) -> str:
+    if options.tile_size is None:
+        return ""
+    if options.tile_scale is not None:
+        return f" at scale {options.tile_scale:g}"
+    return f" at scale {spec.val_size} / longest side" if spec.val_size else " at scale 1"
+
+
 def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("null", "none", "0") else int(text)
 
@@ -75,7 +90,7 @@ def _models_and_spec(options: argparse.Namespace) -> tuple[list[nn.Module], Pred
     return [model_from_checkpoint(path) for path in spec.checkpoints], spec, options.tta, options.reduction
 
 
-PREDICT_ROUTE = ("--manifest", "--tta", "--tile_size", "--tile_overlap", "--pretrained")
+PREDICT_ROUTE = ("--manifest", "--tta", "--tile_size", "--tile_overlap", "--tile_scale", "--pretrained")
 
 
 def _takes_predict_ensemble(args: Sequence[str]) -> bool:
@@ -97,7 +112,16 @@ def predict_parser() -> argparse.ArgumentParser:
         "--tile_size",
         type=int,
         default=None,
-        help="predict in tiles of this side, cut from the full-resolution image (val_size does not apply)",
+        help="predict in tiles of this side (model pixels), cut from the full-resolution image; masks stay at "
+        "full resolution (val_size does not apply)",
+    )
+    parser.add_argument(
+        "--tile_scale",
+        type=_scale,
+        default=None,
+        help="with --tile_size: the factor the model sees the image resized by, tile by tile (0.5: each tile covers "
+        "2 x tile_size image pixels); default: the training's evaluation scale, the checkpoint's data.val_size / "
+        "each image's longest side (1 when the checkpoint has no val_size)",
     )
     parser.add_argument("--tile_overlap", type=float, default=0.25, help="fraction of a tile shared with its neighbour")
     parser.add_argument("--tile_batch_size", type=int, default=4, help="tiles per forward pass")
@@ -139,6 +163,8 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
     """
     parser = predict_parser()
     options = parser.parse_args(args)
+    if options.tile_scale is not None and options.tile_size is None:
+        raise BadValueError("--tile_scale applies to tiles only: give --tile_size too")
     models, spec, tta, reduction = _models_and_spec(options)
     if options.threshold is None:
         threshold = spec.threshold
@@ -170,12 +196,15 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         tile_size=options.tile_size,
         tile_overlap=options.tile_overlap,
         tile_batch_size=options.tile_batch_size,
+        tile_scale=options.tile_scale,
+        scale_size=spec.val_size,
         accelerator=options.accelerator,
         num_workers=options.num_workers,
     )
     print(
         f"predict: {len(written)} masks in {options.output} ({len(models)} model(s), tta {tta}, "
-        f"tiles {options.tile_size or 'none'}, val_size {val_size}, threshold {threshold:g})"
+        f"tiles {options.tile_size or 'none'}{_tile_scale_note(options, spec)}, val_size {val_size}, "
+        f"threshold {threshold:g})"
     )
     return written
 

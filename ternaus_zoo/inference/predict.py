@@ -175,6 +175,10 @@ class FolderPredictor(pl.LightningModule):
             the whole (resized) image at once.
         tile_overlap: fraction of a tile shared with its neighbour.
         tile_batch_size: tiles per forward pass.
+        tile_scale: the factor the model sees the image resized by, tile by tile (the tiles are cut from the
+            full-resolution image and the output is at full resolution); ``None``: the training's evaluation
+            scale of each image, ``scale_size / longest side`` (1 without ``scale_size``).
+        scale_size: the checkpoint's evaluation size (``data.val_size``), for ``tile_scale=None``.
         raw_info: given with ``tile_size``, the batches hold images as read (``ImageFolderDataset(raw=True)``),
             normalised tile by tile with its mean and std, and the tiles are blended in float16.
 
@@ -189,6 +193,8 @@ class FolderPredictor(pl.LightningModule):
         tile_size: int | None = None,
         tile_overlap: float = 0.25,
         tile_batch_size: int = 4,
+        tile_scale: float | None = 1.0,
+        scale_size: int | None = None,
         raw_info: ModelInfo | None = None,
     ) -> None:
         super().__init__()
@@ -197,6 +203,8 @@ class FolderPredictor(pl.LightningModule):
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
         self.tile_batch_size = tile_batch_size
+        self.tile_scale = tile_scale
+        self.scale_size = scale_size
         self.statistics = None if raw_info is None else (torch.tensor(raw_info.mean), torch.tensor(raw_info.std))
 
     def normalise(self, tiles: Tensor) -> Tensor:
@@ -209,6 +217,12 @@ class FolderPredictor(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images)
 
+    def scale_of(self, height: int, width: int) -> float:
+        """The factor tiles of an ``height x width`` image are resized by (see ``tile_scale``)."""
+        if self.tile_scale is not None:
+            return self.tile_scale
+        return self.scale_size / max(height, width) if self.scale_size else 1.0
+
     def predict_image(self, image: Tensor) -> Tensor:
         """``(C, h, w)`` normalised image (no padding) to ``(K, h, w)`` float32 probabilities on the CPU."""
         if self.tile_size is None:
@@ -217,6 +231,7 @@ class FolderPredictor(pl.LightningModule):
         tiler = SlidingWindowPredictor(
             self.model,
             tile_size=self.tile_size,
+            scale=self.scale_of(*image.shape[-2:]),
             overlap=self.tile_overlap,
             batch_size=self.tile_batch_size,
             device=self.device,
@@ -249,6 +264,8 @@ def predict_folder(
     tile_size: int | None = None,
     tile_overlap: float = 0.25,
     tile_batch_size: int = 4,
+    tile_scale: float | None = 1.0,
+    scale_size: int | None = None,
     accelerator: str = "auto",
     num_workers: int = 0,
     progress: bool = False,
@@ -266,7 +283,7 @@ def predict_folder(
         threshold: foreground threshold of single-channel outputs.
         save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
         overlay: also write ``<output_dir>/overlays/<stem>.png``, each image with its mask painted on.
-        tile_size, tile_overlap, tile_batch_size: see :class:`FolderPredictor`.
+        tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size: see :class:`FolderPredictor`.
         accelerator: Lightning's (``"cpu"``, ``"gpu"``, ``"auto"``); one device.
         num_workers: loader processes.
         progress: Lightning's progress bar.
@@ -302,6 +319,8 @@ def predict_folder(
     )
     model = model.to(memory_format=torch.channels_last)  # 1.2x on CPU: benchmarks/results/speed_options.md
     raw_info = info if tile_size is not None else None
-    module = FolderPredictor(model, val_size, tile_size, tile_overlap, tile_batch_size, raw_info=raw_info)
+    module = FolderPredictor(
+        model, val_size, tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size, raw_info=raw_info
+    )
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)

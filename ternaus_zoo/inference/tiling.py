@@ -96,7 +96,6 @@ class AxisPlan:
         starts: image offset of each tile's first pixel inside the image.
         extent: image pixels each tile covers, ``min(tile_size, length)``.
         offset: tile index of the first image pixel (the padding before the image on a short axis, else 0).
-        pad: ``(before, after)`` padding of a short axis up to the tile size.
         weights: one ``(extent,)`` window per tile, already divided by the sum of all windows at each pixel,
             so the weights of the tiles covering a pixel add up to one.
     """
@@ -104,7 +103,6 @@ class AxisPlan:
     starts: tuple[int, ...]
     extent: int
     offset: int
-    pad: tuple[int, int]
     weights: tuple[np.ndarray, ...]
 
 
@@ -116,10 +114,9 @@ def plan_axis(length: int, tile_size: int, stride: int, window: np.ndarray, marg
     """
     starts = tile_starts(length, tile_size, stride)
     if length <= tile_size:
-        before = (tile_size - length) // 2
-        extent, offset, pad = length, before, (before, tile_size - length - before)
+        extent, offset = length, (tile_size - length) // 2
     else:
-        extent, offset, pad = tile_size, 0, (0, 0)
+        extent, offset = tile_size, 0
     windows = []
     total = np.zeros(length, dtype=np.float64)
     for start in starts:
@@ -138,7 +135,12 @@ def plan_axis(length: int, tile_size: int, stride: int, window: np.ndarray, marg
             f"by {tile_size - stride} px, less than 2 * margin = {2 * margin}; raise the overlap or lower the margin"
         )
     normalised = tuple(w / total[s : s + extent] for w, s in zip(windows, starts, strict=True))
-    return AxisPlan(tuple(starts), extent, offset, pad, normalised)
+    return AxisPlan(tuple(starts), extent, offset, normalised)
+
+
+def _split(padding: int) -> tuple[int, int]:
+    """``padding`` pixels as ``(before, after)``, centring what they pad."""
+    return padding // 2, padding - padding // 2
 
 
 def _pad_tiles(tiles: Tensor, padding: tuple[int, int, int, int]) -> Tensor:
@@ -160,13 +162,16 @@ class SlidingWindowPredictor:
     Args:
         model: maps ``(B, C, T, T)`` to ``(B, K, T, T)`` logits (a zoo model, a :class:`TTA`, an
             :class:`Ensemble`, a loaded TorchScript module or any callable module). It is put in eval mode.
-        tile_size: side ``T`` of the square tiles; choose a multiple of the model's ``info.size_multiple``
-            (and, for an exported model, its export size).
+        tile_size: side ``T`` of the square tiles the model sees; choose a multiple of the model's
+            ``info.size_multiple`` (and, for an exported model, its export size).
+        scale: the model sees the image resized by this factor, the scale it was trained at (0.5: images
+            halved). A tile then covers ``round(T / scale)`` image pixels, cut from the full-resolution image and
+            resized to ``T`` one batch at a time; the output stays at full resolution.
         overlap: fraction of a tile shared with the next one (0.25), used when ``stride`` is not given.
-        stride: step between tiles in pixels, overriding ``overlap``.
+        stride: step between tiles in image pixels, overriding ``overlap``.
         batch_size: tiles per forward pass.
         blend: ``"gaussian"``, ``"pyramid"`` or ``"constant"`` (see :func:`blend_window`).
-        margin: pixels at inner tile sides that get weight 0; with ``margin >= r`` for a model of receptive
+        margin: image pixels at inner tile sides that get weight 0; with ``margin >= r`` for a model of receptive
             radius ``r`` the tiled prediction equals the whole-image one (needs ``overlap >= 2 * margin``).
         num_classes: output channels ``K``; taken from the first batch when ``None``.
         activation: ``"sigmoid"``/``"softmax"`` blends probabilities (and returns them); ``None`` blends logits.
@@ -188,6 +193,7 @@ class SlidingWindowPredictor:
         self,
         model: nn.Module | Callable[[Tensor], Tensor],
         tile_size: int = 512,
+        scale: float = 1.0,
         overlap: float = 0.25,
         stride: int | None = None,
         batch_size: int = 4,
@@ -204,16 +210,19 @@ class SlidingWindowPredictor:
     ) -> None:
         if tile_size < 1:
             raise ValueError(f"tile_size must be >= 1, got {tile_size}")
+        if not scale > 0:
+            raise ValueError(f"scale must be positive, got {scale}")
+        window_size = max(1, round(tile_size / scale))  # image pixels a tile covers
         if stride is None:
             if not 0 <= overlap < 1:
                 raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-            stride = max(1, round(tile_size * (1 - overlap)))
-        if not 1 <= stride <= tile_size:
-            raise ValueError(f"stride must be in [1, tile_size={tile_size}], got {stride}")
+            stride = max(1, round(window_size * (1 - overlap)))
+        if not 1 <= stride <= window_size:
+            raise ValueError(f"stride must be in [1, {window_size}] (the tile in image pixels), got {stride}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if margin < 0 or 2 * margin >= tile_size:
-            raise ValueError(f"margin must be in [0, tile_size / 2), got {margin}")
+        if margin < 0 or 2 * margin >= window_size:
+            raise ValueError(f"margin must be in [0, {window_size / 2:g}) (half a tile in image pixels), got {margin}")
         if activation not in ("sigmoid", "softmax", None):
             raise ValueError(f"unknown activation {activation!r}; choose 'sigmoid', 'softmax' or None")
         info = getattr(model, "info", None)
@@ -228,6 +237,8 @@ class SlidingWindowPredictor:
             model.eval()
         self.model = model
         self.tile_size = tile_size
+        self.scale = scale
+        self.window_size = window_size
         self.stride = stride
         self.batch_size = batch_size
         self.blend = blend
@@ -243,13 +254,13 @@ class SlidingWindowPredictor:
             else (_model_device(model) if isinstance(model, nn.Module) else torch.device("cpu"))
         )
         self.progress = progress
-        self.window = blend_window(tile_size, blend, sigma_scale)
+        self.window = blend_window(window_size, blend, sigma_scale)
 
     def plan(self, height: int, width: int) -> tuple[AxisPlan, AxisPlan]:
         """The row and column tile plans of an ``height x width`` image."""
         return (
-            plan_axis(height, self.tile_size, self.stride, self.window, self.margin),
-            plan_axis(width, self.tile_size, self.stride, self.window, self.margin),
+            plan_axis(height, self.window_size, self.stride, self.window, self.margin),
+            plan_axis(width, self.window_size, self.stride, self.window, self.margin),
         )
 
     def _allocate(self, num_classes: int, height: int, width: int) -> tuple[Tensor, np.memmap | None]:
@@ -261,12 +272,25 @@ class SlidingWindowPredictor:
         )
         return torch.from_numpy(array), array
 
-    def _load_tiles(self, image: ImageLike, boxes: list[tuple[int, int]], rows: AxisPlan, columns: AxisPlan) -> Tensor:
+    def _model_extent(self, plan: AxisPlan) -> int:
+        """Model pixels of a tile's image extent along one axis: ``T`` for a whole tile; a short axis is resized
+        by ``scale`` and padded up to ``T``."""
+        if plan.extent == self.window_size:
+            return self.tile_size
+        return max(1, min(self.tile_size, round(plan.extent * self.scale)))
+
+    def _load_tiles(self, image: ImageLike, boxes: list[tuple[int, int]], extents: tuple[int, int], plans) -> Tensor:
+        """``(B, C, T, T)`` model input: the crops at ``boxes``, resized to ``extents`` model pixels (still in their
+        stored dtype: a ``uint8`` crop stays ``uint8`` until it is tile-sized), converted, padded to ``T``."""
+        rows, columns = plans
         crops = [image[:, y : y + rows.extent, x : x + columns.extent] for y, x in boxes]
         tiles = torch.from_numpy(np.stack(crops)) if isinstance(image, np.ndarray) else torch.stack(crops)
+        if tuple(tiles.shape[-2:]) != extents:
+            tiles = F.interpolate(tiles, size=extents, mode="bilinear", align_corners=False, antialias=self.scale < 1)
         tiles = tiles.to(self.device)
         tiles = self.preprocess(tiles) if self.preprocess is not None else tiles.float()
-        return _pad_tiles(tiles, (*columns.pad, *rows.pad))
+        (top, bottom), (left, right) = (_split(self.tile_size - extent) for extent in extents)
+        return _pad_tiles(tiles, (left, right, top, bottom))
 
     @torch.inference_mode()
     def __call__(self, image: ImageLike) -> Tensor:
@@ -279,6 +303,8 @@ class SlidingWindowPredictor:
             raise ValueError(f"expected an image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
         height, width = int(image.shape[1]), int(image.shape[2])
         rows, columns = self.plan(height, width)
+        extents = (self._model_extent(rows), self._model_extent(columns))
+        top, left = _split(self.tile_size - extents[0])[0], _split(self.tile_size - extents[1])[0]
         boxes = [(y, x) for y in range(len(rows.starts)) for x in range(len(columns.starts))]
         output: Tensor | None = None
         memmap: np.memmap | None = None
@@ -288,16 +314,19 @@ class SlidingWindowPredictor:
             for first in range(0, len(boxes), self.batch_size):
                 batch = boxes[first : first + self.batch_size]
                 starts = [(rows.starts[i], columns.starts[j]) for i, j in batch]
-                logits = self.model(self._load_tiles(image, starts, rows, columns))
+                logits = self.model(self._load_tiles(image, starts, extents, (rows, columns)))
                 if logits.ndim != 4 or tuple(logits.shape[-2:]) != (self.tile_size, self.tile_size):
                     raise ValueError(
                         f"the model maps tiles of {self.tile_size}x{self.tile_size} to shape {tuple(logits.shape)}; "
                         f"sliding-window prediction needs (B, K, {self.tile_size}, {self.tile_size}) logits"
                     )
-                predictions = apply_activation(logits, self.activation).float().cpu()
-                predictions = predictions[
-                    :, :, rows.offset : rows.offset + rows.extent, columns.offset : columns.offset + columns.extent
-                ]
+                predictions = apply_activation(logits, self.activation).float()
+                predictions = predictions[:, :, top : top + extents[0], left : left + extents[1]]
+                if extents != (rows.extent, columns.extent):  # back to the image's own pixels
+                    predictions = F.interpolate(
+                        predictions, size=(rows.extent, columns.extent), mode="bilinear", align_corners=False
+                    )
+                predictions = predictions.cpu()
                 if output is None:
                     output, memmap = self._allocate(predictions.shape[1], height, width)
                 elif predictions.shape[1] != output.shape[0]:

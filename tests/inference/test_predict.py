@@ -185,3 +185,25 @@ def test_overlays_beside_the_masks_paint_the_predicted_foreground(manifest, imag
         expected = np.round(0.5 * image[~background].astype(np.float64) + 0.5 * red)
         assert np.abs(painted[~background].astype(np.float64) - expected).max() <= 1
     assert sorted(path.name for path in output.glob("*.png")) == ["square.png", "tall.png", "wide.png"]
+
+
+def test_tiles_at_the_checkpoints_scale_match_the_whole_image_route(tmp_path, capsys):
+    """A 48 px image, val_size 32: tiles of 32 at the default scale (32 / 48) see what the plain route sees."""
+    from ternaus_zoo.cli_inference import predict_ensemble
+
+    checkpoint = _checkpoint(tmp_path / "model.ckpt", seed=3, val_size=32)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    smooth = cv2.GaussianBlur(np.random.default_rng(1).integers(0, 256, (48, 48, 3), dtype=np.uint8), (0, 0), 3)
+    cv2.imwrite(str(folder / "image.png"), smooth)
+    common = [f"--ckpt_path={checkpoint}", f"--data.predict_dir={folder}", "--writer.save_probabilities"]
+    predict_ensemble([*common, "--tta=none", f"--writer.output_dir={tmp_path / 'whole'}"])
+    predict_ensemble([*common, "--tile_size=32", f"--writer.output_dir={tmp_path / 'tiled'}"])
+    assert "tiles 32 at scale 32 / longest side" in capsys.readouterr().out
+    whole = np.load(tmp_path / "whole" / "image.npy").astype(np.float32)
+    tiled = np.load(tmp_path / "tiled" / "image.npy").astype(np.float32)
+    assert tiled.shape == whole.shape == (1, 48, 48)
+    assert np.abs(tiled - whole).mean() < 0.01
+    predict_ensemble([*common, "--tile_size=32", "--tile_scale=1", f"--writer.output_dir={tmp_path / 'native'}"])
+    native = np.load(tmp_path / "native" / "image.npy").astype(np.float32)
+    assert np.abs(native - whole).mean() > 2 * np.abs(tiled - whole).mean()  # the scale is what made them agree

@@ -221,3 +221,59 @@ def test_5000x5000_image_runs_with_memory_bounded_by_the_tile():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["shape"] == [1, 5000, 5000] and report["dtype"] == "torch.float16" and report["finite"]
     assert report["peak_increase_mb"] < 200, report  # measured: about 85 MB
+
+
+class Recorder(nn.Module):
+    """Identity on its first channel, keeping every batch of tiles it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Tensor] = []
+
+    def forward(self, images: Tensor) -> Tensor:
+        self.seen.append(images.clone())
+        return images[:, :1]
+
+
+def test_scaled_tiles_are_cut_at_full_resolution_and_resized_for_the_model():
+    """scale 0.25: tiles of 32 model pixels cover 128 image pixels; the output stays at 200 x 300."""
+    import torch.nn.functional as F
+
+    ramp = torch.linspace(0, 1, 300)[None, None, :] * torch.linspace(0.5, 1, 200)[None, :, None]
+    image = ramp.expand(3, -1, -1).contiguous()
+    recorder = Recorder()
+    predictor = SlidingWindowPredictor(recorder, tile_size=32, scale=0.25, overlap=0.25, progress=False)
+    output = predictor(image)
+    assert output.shape == (1, 200, 300)
+    tiles = torch.cat(recorder.seen)
+    # rows start at 0 and 72, columns at 0, 96 and 172: tiles of 128 image pixels with stride 96
+    assert tiles.shape == (len(tile_starts(200, 128, 96)) * len(tile_starts(300, 128, 96)), 3, 32, 32) == (6, 3, 32, 32)
+    expected_first = F.interpolate(image[None, :, :128, :128], size=(32, 32), mode="bilinear", antialias=True)
+    torch.testing.assert_close(tiles[:1], expected_first)
+    # down and up again reproduces a smooth image at full resolution, away from the image border
+    assert (output[0, 8:-8, 8:-8] - image[0, 8:-8, 8:-8]).abs().max() < 0.01
+
+
+def test_scaled_tile_larger_than_the_image_is_the_resized_image_padded():
+    """A 40 x 60 image at scale 0.5 fits one 32 px tile: the model sees it at 20 x 30, padded to 32 x 32."""
+    recorder = Recorder()
+    image = torch.rand(3, 40, 60)
+    output = SlidingWindowPredictor(recorder, tile_size=32, scale=0.5, progress=False)(image)
+    (tile,) = recorder.seen
+    assert tile.shape == (1, 3, 32, 32)
+    resized = torch.nn.functional.interpolate(image[None], size=(20, 30), mode="bilinear", antialias=True)
+    torch.testing.assert_close(tile[:, :, 6:26, 1:31], resized)  # centred: (32 - 20) / 2 rows, (32 - 30) / 2 columns
+    assert output.shape == (1, 40, 60)
+
+
+def test_uint8_tiles_are_resized_before_their_conversion():
+    recorder = Recorder()
+    image = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    dtypes = []
+
+    def preprocess(tiles: Tensor) -> Tensor:
+        dtypes.append((tiles.dtype, tuple(tiles.shape[-2:])))
+        return tiles.float() / 255
+
+    SlidingWindowPredictor(recorder, tile_size=16, scale=0.5, preprocess=preprocess, progress=False)(image)
+    assert dtypes and all(entry == (torch.uint8, (16, 16)) for entry in dtypes)
