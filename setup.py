@@ -45,10 +45,13 @@ setup(
             "onnxscript",
             "nbclient",
             "ipykernel",
+            "pycocotools",
         ],
         "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel"],
         # from_pretrained("user/name"): hub repositories
         "hub": ["huggingface_hub>=0.20"],
+        # masks given as a COCO annotation file (polygons, RLE)
+        "coco": ["pycocotools"],
         # TIFF compressions tifffile decodes only with it (LZW, JPEG, zstd...) in files OpenCV cannot read
         # either (more than 4 channels, planar channels); a 26 MB wheel, hence optional
         "tiff": ["imagecodecs"],

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from torch.utils.data import DataLoader
 
+from ternaus_zoo.data.coco import is_coco_file
 from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset
 from ternaus_zoo.data.folded import FoldedDataModule
 from ternaus_zoo.errors import BadValueError
@@ -49,7 +50,8 @@ class SegmentationDataModule(FoldedDataModule):
     Args:
         dataset: sub-folder of ``data_root`` (e.g. ``"kvasir-seg"``), or a path.
         data_root: folder holding the data sets; default: the ``TERNAUS_ZOO_DATA`` variable.
-        masks: masks sub-folder of the data set.
+        masks: masks sub-folder of the data set, or its COCO annotation file (``annotations.json``: polygons
+            or RLE, category ids to classes 1, 2, ... in id order; needs ``pip install pycocotools``).
         mask_mode: ``"binary"`` or ``"classes"`` (see ``SegmentationDataset``).
         mask_threshold: binarisation threshold of binary masks (raw mask values above it are foreground).
         mask_suffix: masks are named ``ID{mask_suffix}.*``.
@@ -90,7 +92,7 @@ class SegmentationDataModule(FoldedDataModule):
         """List and pair the files once."""
         full = SegmentationDataset(
             self._folder(self.images),
-            self._folder(self.masks),
+            self._folder(self.masks, file=is_coco_file(self.masks)),
             mask_mode=self.mask_mode,
             threshold=self.mask_threshold,
             num_classes=self.num_classes,

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from ternaus_zoo.data.coco import CocoMasks, is_coco_file
 from ternaus_zoo.data.io import (
     DataError,
     PathLike,
@@ -158,7 +159,8 @@ class SegmentationDataset(_FolderDataset):
 
     Args:
         images_dir: folder of images: grey, RGB, RGBA, 8 or 16 bits (see :mod:`ternaus_zoo.data.io`).
-        masks_dir: folder of masks, one per image, of the image's height and width.
+        masks_dir: folder of masks, one per image, of the image's height and width; or a COCO annotation file
+            (``.json``: polygons or RLE, rasterised per image, see :mod:`ternaus_zoo.data.coco`).
         mask_mode: ``"binary"``: first channel ``> threshold`` gives {0, 1} (JPEG masks included);
             ``"classes"``: single-channel class indices.
         threshold: binarisation threshold on the mask's raw values.
@@ -200,6 +202,13 @@ class SegmentationDataset(_FolderDataset):
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold}")
         self.masks_dir = Path(masks_dir)
+        self.coco = CocoMasks(masks_dir) if is_coco_file(masks_dir) else None
+        if self.coco is not None and mask_mode == "classes" and self.coco.num_classes > num_classes:
+            raise DataError(
+                self.masks_dir,
+                f"has {self.coco.num_classes - 1} categories, so {self.coco.num_classes} classes with the background; "
+                f"num_classes is {num_classes}",
+            )
         self.mask_mode = mask_mode
         self.threshold = threshold
         self.num_classes = num_classes
@@ -215,7 +224,7 @@ class SegmentationDataset(_FolderDataset):
 
     def _pair(self) -> dict[str, Path]:
         """Match masks to images; drop (``skip_bad``) or raise on unpaired files."""
-        masks = list_images(self.masks_dir)
+        masks = {stem: self.masks_dir for stem in self.coco.images} if self.coco else list_images(self.masks_dir)
         paired = {stem: masks[stem + self.mask_suffix] for stem in self.images if stem + self.mask_suffix in masks}
         used = {stem + self.mask_suffix for stem in paired}
         no_mask = [self.images[stem] for stem in self.images if stem not in paired]
@@ -251,7 +260,9 @@ class SegmentationDataset(_FolderDataset):
         """The item's image ``(H, W, C)`` and mask ``(H, W)`` as arrays, checked."""
         image_path, mask_path = self.images[stem], self.masks[stem]
         image = read_image(image_path, self.channels)
-        if self.mask_mode == "binary":
+        if self.coco is not None:
+            mask = self.coco.mask(stem, self.mask_mode)
+        elif self.mask_mode == "binary":
             mask = read_binary_mask(mask_path, self.threshold)
         else:
             mask = read_class_mask(mask_path, self.num_classes, self.ignore_index)

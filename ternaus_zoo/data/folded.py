@@ -141,11 +141,12 @@ class FoldedDataModule(pl.LightningDataModule):
         info = self._model_info if self._model_info is not None else registered(self.model_name)[1]
         return info.for_channels(self.in_channels)
 
-    def _folder(self, name: str) -> Path:
+    def _folder(self, name: str, file: bool = False) -> Path:
+        """``root / name``, a folder (or, ``file=True``, a file) that must exist."""
         folder = self.root / name
-        if not folder.is_dir():
+        if not (folder.is_file() if file else folder.is_dir()):
             hint = "" if os.environ.get(DATA_VARIABLE) else f" (set data_root or {DATA_VARIABLE})"
-            raise MissingPathError(f"data set folder not found: {folder}{hint}")
+            raise MissingPathError(f"data set {'file' if file else 'folder'} not found: {folder}{hint}")
         return folder
 
     def _split(self, stems: list[str]) -> dict[str, int]:
