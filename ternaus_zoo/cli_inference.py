@@ -193,6 +193,8 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         threshold=threshold,
         save_probabilities=options.save_probabilities,
         overlay=options.overlay,
+        multilabel=spec.multilabel,
+        class_names=spec.class_names,
         tile_size=options.tile_size,
         tile_overlap=options.tile_overlap,
         tile_batch_size=options.tile_batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from ternaus_zoo.cli import build_cli
 from tests.test_cli_classification import CLASSIFICATION_CONFIGS
@@ -35,6 +36,25 @@ def test_segmentation_config_builds(name, data_root, tmp_path, monkeypatch):
     assert len(cli.datamodule.train_dataset) > len(cli.datamodule.val_dataset) > 0
 
 
+def test_multilabel_config_on_the_set_derived_from_camvid(data_root, tmp_path, monkeypatch):
+    """configs/camvid_ground_multilabel.yaml over benchmarks.camvid_multilabel's "road" and "ground" (road or
+    pavement): two channels, road within ground, as the derivation promises."""
+    from benchmarks.camvid_multilabel import derive
+
+    assert derive(data_root / "camvid-val", tmp_path / "camvid-ground") == 101
+    monkeypatch.chdir(tmp_path)
+    config = CONFIGS[0].parent / "camvid_ground_multilabel.yaml"
+    cli = build_cli([f"--config={config}", "--model.weights=null", f"--data.data_root={tmp_path}"], run=False)
+    assert cli.datamodule.mask_mode == "multilabel" and cli.datamodule.class_names == ["road", "ground"]
+    cli.datamodule.setup("fit")
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    masks = batch["mask"]
+    assert masks.shape[1] == 2 and masks.dtype == torch.float32
+    assert (masks[:, 0] <= masks[:, 1]).all() and masks[:, 0].sum() > 0
+    assert masks[:, 1].sum() > masks[:, 0].sum()  # pavement adds to the road
+
+
 def test_every_config_is_tested():
     classification = {name for name, *_ in CLASSIFICATION_CONFIGS}
-    assert {path.name for path in CONFIGS} == set(SEGMENTATION) | classification
+    multilabel = {"camvid_ground_multilabel.yaml"}
+    assert {path.name for path in CONFIGS} == set(SEGMENTATION) | classification | multilabel

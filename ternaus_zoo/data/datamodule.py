@@ -52,7 +52,9 @@ class SegmentationDataModule(FoldedDataModule):
         data_root: folder holding the data sets; default: the ``TERNAUS_ZOO_DATA`` variable.
         masks: masks sub-folder of the data set, or its COCO annotation file (``annotations.json``: polygons
             or RLE, category ids to classes 1, 2, ... in id order; needs ``pip install pycocotools``).
-        mask_mode: ``"binary"`` or ``"classes"`` (see ``SegmentationDataset``).
+        mask_mode: ``"binary"``, ``"classes"`` or ``"multilabel"`` (one binary mask per class, classes may
+            overlap: a sub-folder of ``masks`` per class, or multi-channel files; see ``SegmentationDataset``).
+            ``"multilabel"`` makes the module score and predict each class with its own sigmoid.
         mask_threshold: binarisation threshold of binary masks (raw mask values above it are foreground).
         mask_suffix: masks are named ``ID{mask_suffix}.*``.
         skip_bad: skip (and log) unpaired or unreadable items instead of raising; reads every file
@@ -71,7 +73,7 @@ class SegmentationDataModule(FoldedDataModule):
         data_root: str | None = None,
         *,
         masks: str = "masks",
-        mask_mode: Literal["binary", "classes"] = "binary",
+        mask_mode: Literal["binary", "classes", "multilabel"] = "binary",
         mask_threshold: int = 127,
         mask_suffix: str = "",
         skip_bad: bool = False,
@@ -81,7 +83,7 @@ class SegmentationDataModule(FoldedDataModule):
         super().__init__(dataset, data_root, **options)
         self.masks, self.mask_mode = masks, mask_mode
         self.mask_threshold, self.mask_suffix, self.skip_bad = mask_threshold, mask_suffix, skip_bad
-        expected = self.num_classes if self.num_classes is not None or mask_mode == "classes" else 1
+        expected = self.num_classes if self.num_classes is not None or mask_mode != "binary" else 1
         self.class_names = check_class_names(class_names, expected, "data.class_names")
 
     # the module saves the names (it adopts them when fitting starts): both saving them would make Lightning refuse
@@ -100,6 +102,7 @@ class SegmentationDataModule(FoldedDataModule):
             skip_bad=self.skip_bad,
             channels=self._in_channels,
             mask_suffix=self.mask_suffix,
+            class_folders=self.class_names if self.mask_mode == "multilabel" else None,
         )
         return full, full.stems
 

@@ -5,7 +5,8 @@ Items are dicts:
 * ``image``: ``float32`` tensor ``(C, H, W)``; normalised by the transform, or only scaled to [0, 1]
   when ``transform`` is ``None``.
 * ``mask`` (segmentation only): ``float32`` ``(1, H, W)`` in {0, 1} for ``mask_mode="binary"``,
-  ``int64`` ``(H, W)`` class indices (and ``ignore_index``) for ``mask_mode="classes"``.
+  ``int64`` ``(H, W)`` class indices (and ``ignore_index``) for ``mask_mode="classes"``, ``float32``
+  ``(K, H, W)`` in {0, 1} for ``mask_mode="multilabel"`` (one channel per class; classes may overlap).
 * ``name``: the file stem (a list of stems once batched).
 * ``original_size``: ``int64`` tensor ``(2,)`` = ``(H, W)`` of the file (``(B, 2)`` once batched), to
   bring predictions back to the file's resolution.
@@ -39,12 +40,14 @@ from ternaus_zoo.data.io import (
     read_binary_mask,
     read_class_mask,
     read_image,
+    read_multilabel_mask,
     to_float,
 )
 
 logger = logging.getLogger("ternaus_zoo.data")
 
-MaskMode = Literal["binary", "classes"]
+MaskMode = Literal["binary", "classes", "multilabel"]
+MASK_MODES = ("binary", "classes", "multilabel")
 Transform = Callable[..., dict[str, Any]]
 
 
@@ -162,15 +165,20 @@ class SegmentationDataset(_FolderDataset):
         masks_dir: folder of masks, one per image, of the image's height and width; or a COCO annotation file
             (``.json``: polygons or RLE, rasterised per image, see :mod:`ternaus_zoo.data.coco`).
         mask_mode: ``"binary"``: first channel ``> threshold`` gives {0, 1} (JPEG masks included);
-            ``"classes"``: single-channel class indices.
+            ``"classes"``: single-channel class indices; ``"multilabel"``: one binary mask per class, either a
+            sub-folder of ``masks_dir`` per class (``masks/road/ID.png``, ``masks/ground/ID.png``) or one
+            multi-channel file per image (a TIFF or PNG with ``num_classes`` channels).
         threshold: binarisation threshold on the mask's raw values.
-        num_classes: required for ``"classes"``; values must be ``< num_classes`` or ``ignore_index``.
+        num_classes: required for ``"classes"`` (values must be ``< num_classes`` or ``ignore_index``) and
+            ``"multilabel"`` (the channels).
         ignore_index: a value of the mask files meaning "not labelled" (e.g. CamVid's void = 11).
         transform: albumentations-style callable ``transform(image=, mask=) -> {"image", "mask"}``.
         stems: restrict to these stems (a fold); they must exist in ``images_dir``.
         skip_bad: drop unpaired and unreadable items instead of raising; reads every file once.
         channels: convert every image to this many channels (default: keep the file's).
         mask_suffix: the mask of ``ID.png`` is ``ID{mask_suffix}.*`` (e.g. ``"_mask"``).
+        class_folders: ``"multilabel"`` with a sub-folder per class: the sub-folders in channel order (default:
+            every sub-folder, sorted by name).
 
     Raises:
         FileNotFoundError: a folder is missing.
@@ -192,11 +200,12 @@ class SegmentationDataset(_FolderDataset):
         skip_bad: bool = False,
         channels: int | None = None,
         mask_suffix: str = "",
+        class_folders: Iterable[str] | None = None,
     ) -> None:
-        if mask_mode not in ("binary", "classes"):
-            raise ValueError(f"mask_mode must be 'binary' or 'classes', got {mask_mode!r}")
-        if mask_mode == "classes" and (num_classes is None or num_classes < 1):
-            raise ValueError(f"mask_mode='classes' needs num_classes >= 1 to check the masks, got {num_classes}")
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        if mask_mode != "binary" and (num_classes is None or num_classes < 1):
+            raise ValueError(f"mask_mode={mask_mode!r} needs num_classes >= 1 to check the masks, got {num_classes}")
         if ignore_index is not None and ignore_index < 0:
             raise ValueError(f"ignore_index must be a value found in the mask files (>= 0), got {ignore_index}")
         if threshold < 0:
@@ -215,6 +224,7 @@ class SegmentationDataset(_FolderDataset):
         self.ignore_index = ignore_index
         self.skip_bad = skip_bad
         self.mask_suffix = mask_suffix
+        self.class_folders = self._class_folders(class_folders) if mask_mode == "multilabel" else None
         super().__init__(images_dir, transform, channels, stems=None)
         self.masks = self._pair()
         if stems is not None:
@@ -222,9 +232,43 @@ class SegmentationDataset(_FolderDataset):
         if skip_bad:
             self.validate()
 
+    def _class_folders(self, names: Iterable[str] | None) -> list[str] | None:
+        """The per-class sub-folders of a multi-label ``masks_dir``, or ``None`` for multi-channel files."""
+        if not self.masks_dir.is_dir():
+            raise DataError(self.masks_dir, "mask folder not found")
+        found = sorted(path.name for path in self.masks_dir.iterdir() if path.is_dir())
+        if not found:
+            return None
+        chosen = list(names) if names is not None else found
+        missing = [name for name in chosen if name not in found]
+        if missing or len(chosen) != self.num_classes:
+            raise DataError(
+                self.masks_dir,
+                f"multi-label masks by class folder need {self.num_classes} of them (num_classes): "
+                f"asked for {chosen}, found {found}",
+            )
+        return chosen
+
+    def _mask_files(self) -> dict[str, Path]:
+        """``{mask stem: file}``; for class folders, the stems every folder holds (checked), pointing at the first."""
+        if self.coco is not None:
+            return {stem: self.masks_dir for stem in self.coco.images}
+        if not self.class_folders:
+            return list_images(self.masks_dir)
+        listed = {name: list_images(self.masks_dir / name) for name in self.class_folders}
+        self._class_files = listed
+        first, *others = self.class_folders
+        for name in others:
+            differ = sorted(set(listed[name]) ^ set(listed[first]))
+            if differ:
+                raise DataError(
+                    self.masks_dir / name, f"holds other masks than {first}/: {format_examples(differ)} in one only"
+                )
+        return listed[first]
+
     def _pair(self) -> dict[str, Path]:
         """Match masks to images; drop (``skip_bad``) or raise on unpaired files."""
-        masks = {stem: self.masks_dir for stem in self.coco.images} if self.coco else list_images(self.masks_dir)
+        masks = self._mask_files()
         paired = {stem: masks[stem + self.mask_suffix] for stem in self.images if stem + self.mask_suffix in masks}
         used = {stem + self.mask_suffix for stem in paired}
         no_mask = [self.images[stem] for stem in self.images if stem not in paired]
@@ -262,6 +306,8 @@ class SegmentationDataset(_FolderDataset):
         image = read_image(image_path, self.channels)
         if self.coco is not None:
             mask = self.coco.mask(stem, self.mask_mode)
+        elif self.mask_mode == "multilabel":
+            mask = self._multilabel_mask(mask_path)
         elif self.mask_mode == "binary":
             mask = read_binary_mask(mask_path, self.threshold)
         else:
@@ -272,6 +318,18 @@ class SegmentationDataset(_FolderDataset):
                 f"image size {image.shape[:2]} differs from its mask's {mask.shape[:2]} ({mask_path})",
             )
         return image, mask
+
+    def _multilabel_mask(self, first: Path) -> np.ndarray:
+        """``(H, W, K)`` {0, 1}: the class folders' masks stacked, or the channels of one file."""
+        if not self.class_folders:
+            return read_multilabel_mask(first, self.num_classes, self.threshold)
+        channels = [
+            read_binary_mask(self._class_files[name][first.stem], self.threshold) for name in self.class_folders
+        ]
+        shapes = {channel.shape for channel in channels}
+        if len(shapes) > 1:
+            raise DataError(first, f"the class folders' masks of {first.stem} differ in size: {sorted(shapes)}")
+        return np.stack(channels, axis=-1)
 
     def validate(self, workers: int = 2) -> list[tuple[Path, str]]:
         """Read every item once; return the problems as ``(file, reason)``.
@@ -314,6 +372,8 @@ class SegmentationDataset(_FolderDataset):
         sample = self._sample(stem, *self._load(stem))
         if self.mask_mode == "binary":
             sample["mask"] = sample["mask"].float().unsqueeze(0)
+        elif self.mask_mode == "multilabel":  # (H, W, K) as the transforms keep it -> (K, H, W)
+            sample["mask"] = sample["mask"].float().permute(2, 0, 1).contiguous()
         else:
             sample["mask"] = sample["mask"].long()
         return sample

@@ -418,3 +418,18 @@ def read_class_mask(path: PathLike, num_classes: int, ignore_index: int | None =
                 path, f"mask values {format_examples(outside.tolist())} are outside the declared classes {allowed}"
             )
     return mask
+
+
+def read_multilabel_mask(path: PathLike, num_classes: int, threshold: int = 127) -> np.ndarray:
+    """A multi-channel mask file (one channel per class, classes may overlap) as ``uint8`` ``(H, W, K)`` in {0, 1}.
+
+    Each channel is binarised as :func:`read_binary_mask` does (``> threshold`` on its raw values; float files
+    ``> 0.5``). A PNG holds 1, 3 or 4 channels; a TIFF any number (its pages or channels, see the module
+    docstring). The channel count must be ``num_classes``.
+    """
+    path = Path(path)
+    pixels = _read_pixels(path)
+    if pixels.shape[2] != num_classes:
+        raise DataError(path, f"a multi-label mask needs one channel per class: {pixels.shape[2]}, not {num_classes}")
+    cut = 0.5 if np.issubdtype(pixels.dtype, np.floating) else threshold
+    return np.ascontiguousarray(pixels > cut).astype(np.uint8)

@@ -62,7 +62,9 @@ class PredictionSpec:
         oof_threshold: the manifest's OOF-tuned threshold, if any.
         val_size: longest side the images are resized to (the training's evaluation size), or ``None``.
         in_channels: input channels of the models.
-        num_classes: output channels; ``1`` means sigmoid, more softmax.
+        num_classes: output channels; ``1`` means sigmoid, more softmax (unless ``multilabel``).
+        multilabel: the channels are classes that may overlap, a sigmoid each.
+        class_names: the module's class names, if any.
     """
 
     checkpoints: list[Path]
@@ -71,10 +73,12 @@ class PredictionSpec:
     val_size: int | None = None
     in_channels: int = 3
     num_classes: int = 1
+    multilabel: bool = False
+    class_names: list[str] | None = None
 
     @property
     def activation(self) -> Activation:
-        return "sigmoid" if self.num_classes == 1 else "softmax"
+        return "sigmoid" if self.num_classes == 1 or self.multilabel else "softmax"
 
 
 def read_manifest(path: PathLike) -> dict[str, Any]:
@@ -131,6 +135,8 @@ def prediction_spec(
         val_size=val_size,
         in_channels=int(hyper_parameters.get("in_channels", 3)),
         num_classes=int(hyper_parameters.get("num_classes", 1)),
+        multilabel=bool(hyper_parameters.get("multilabel", False)),
+        class_names=hyper_parameters.get("class_names"),
     )
 
 
@@ -261,6 +267,8 @@ def predict_folder(
     threshold: float = 0.5,
     save_probabilities: bool = False,
     overlay: bool = False,
+    multilabel: bool = False,
+    class_names: list[str] | None = None,
     tile_size: int | None = None,
     tile_overlap: float = 0.25,
     tile_batch_size: int = 4,
@@ -283,6 +291,7 @@ def predict_folder(
         threshold: foreground threshold of single-channel outputs.
         save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
         overlay: also write ``<output_dir>/overlays/<stem>.png``, each image with its mask painted on.
+        multilabel, class_names: multi-label probabilities, written as ``<output_dir>/<class name>/<stem>.png``.
         tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size: see :class:`FolderPredictor`.
         accelerator: Lightning's (``"cpu"``, ``"gpu"``, ``"auto"``); one device.
         num_workers: loader processes.
@@ -306,7 +315,14 @@ def predict_folder(
     else:
         dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
     loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
-    writer = MaskWriter(str(output_dir), threshold=threshold, save_probabilities=save_probabilities, overlay=overlay)
+    writer = MaskWriter(
+        str(output_dir),
+        threshold=threshold,
+        save_probabilities=save_probabilities,
+        overlay=overlay,
+        multilabel=multilabel,
+        class_names=class_names,
+    )
     trainer = pl.Trainer(
         accelerator=accelerator,
         devices=1,
@@ -323,4 +339,7 @@ def predict_folder(
         model, val_size, tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size, raw_info=raw_info
     )
     trainer.predict(module, dataloaders=loader, return_predictions=False)
+    if multilabel:
+        folders = class_names or [f"class{index}" for index in range(info.num_classes)]
+        return sorted(Path(output_dir) / folder / f"{stem}.png" for folder in folders for stem in dataset.stems)
     return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)

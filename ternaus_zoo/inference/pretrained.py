@@ -44,6 +44,7 @@ def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[
         "oof_threshold": spec.oof_threshold,
         "tta": tta,
         "reduction": reduction,
+        "multilabel": spec.multilabel,
     }
 
 
@@ -134,6 +135,8 @@ def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> Pre
         val_size=prediction.get("val_size"),
         in_channels=int(info.get("in_channels", 3)),
         num_classes=int(info.get("num_classes", 1)),
+        multilabel=bool(prediction.get("multilabel", False)),
+        class_names=list(info.get("class_names") or []) or None,
     )
 
 
@@ -154,5 +157,5 @@ def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     if config.get("kind", "model") == "model":
         return models[0]
     prediction = config.get("prediction") or {}
-    activation = "sigmoid" if models[0].info.num_classes == 1 else "softmax"
+    activation = "sigmoid" if models[0].info.num_classes == 1 or prediction.get("multilabel") else "softmax"
     return build_predictor(models, prediction.get("tta", "none"), activation, prediction.get("reduction", "mean"))

@@ -30,10 +30,12 @@ HISTOGRAM_BINS = 100
 PathLike = str | os.PathLike
 
 
-def probabilities_to_mask(probabilities: Tensor, threshold: float = 0.5) -> np.ndarray:
-    """``(C, H, W)`` probabilities to a ``uint8`` ``(H, W)`` mask: 0/255 for one channel, class indices otherwise."""
-    if probabilities.shape[0] == 1:
-        return ((probabilities[0] > threshold).to(torch.uint8) * 255).cpu().numpy()
+def probabilities_to_mask(probabilities: Tensor, threshold: float = 0.5, multilabel: bool = False) -> np.ndarray:
+    """``(C, H, W)`` probabilities to a ``uint8`` mask: ``(H, W)`` 0/255 for one channel, ``(H, W)`` class indices
+    for several, ``(C, H, W)`` 0/255 for multi-label ones (each channel thresholded on its own)."""
+    if probabilities.shape[0] == 1 or multilabel:
+        masks = ((probabilities > threshold).to(torch.uint8) * 255).cpu().numpy()
+        return masks if multilabel else masks[0]
     return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
@@ -64,7 +66,8 @@ class PerImageWriter(BasePredictionWriter):
 
 
 class MaskWriter(PerImageWriter):
-    """Writes ``<output_dir>/<name>.png`` for every predicted image, at the image's original size.
+    """Writes ``<output_dir>/<name>.png`` for every predicted image, at the image's original size; multi-label
+    masks as ``<output_dir>/<class name>/<name>.png``, one 0/255 PNG per class (the layout the data sets read).
 
     The prediction step must return ``{"name": [...], "probabilities": [(C, H, W), ...]}``.
 
@@ -74,6 +77,9 @@ class MaskWriter(PerImageWriter):
         save_probabilities: also write ``<name>.npy`` with the ``float16`` probabilities ``(C, H, W)``.
         overlay: also write ``<output_dir>/overlays/<name>.png``, the image with its mask painted on (one colour
             per class); the image is read again from the prediction data set's file.
+        multilabel: the probabilities are multi-label; default: the module's ``hparams.multilabel``.
+        class_names: the class folders of multi-label masks; default: the module's ``class_names``, else
+            ``class0``, ``class1``, ...
     """
 
     def __init__(
@@ -82,14 +88,25 @@ class MaskWriter(PerImageWriter):
         threshold: float = 0.5,
         save_probabilities: bool = False,
         overlay: bool = False,
+        multilabel: bool | None = None,
+        class_names: list[str] | None = None,
     ) -> None:
         super().__init__(output_dir)
         self.threshold = threshold
         self.save_probabilities = save_probabilities
         self.overlay = overlay
+        self.multilabel = multilabel
+        self.class_names = class_names
+        self._multilabel, self._class_names = bool(multilabel), class_names  # resolved against the module
         self._sources: dict[str, Path] = {}
 
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        hparams = getattr(pl_module, "hparams", {})
+        resolved = self.multilabel if self.multilabel is not None else hparams.get("multilabel", False)
+        self._multilabel = bool(resolved)
+        self._class_names = self.class_names if self.class_names is not None else hparams.get("class_names")
+        if self.overlay and self._multilabel:
+            raise ValueError("overlay=True draws one class per pixel: not for multi-label masks")
         if not self.overlay:
             return
         loaders = trainer.predict_dataloaders
@@ -99,10 +116,16 @@ class MaskWriter(PerImageWriter):
             raise ValueError("overlay=True needs a prediction data set of image files (with an `images` mapping)")
 
     def write_image(self, name: str, probabilities: Tensor) -> None:
-        path = self.output_dir / f"{name}.png"
-        mask = probabilities_to_mask(probabilities, self.threshold)
-        if not cv2.imwrite(str(path), mask):
-            raise OSError(f"could not write {path}")
+        mask = probabilities_to_mask(probabilities, self.threshold, self._multilabel)
+        if self._multilabel:
+            names = self._class_names or [f"class{index}" for index in range(len(mask))]
+            paths = [self.output_dir / folder / f"{name}.png" for folder in names]
+            for path, channel in zip(paths, mask, strict=True):
+                path.parent.mkdir(exist_ok=True)
+                if not cv2.imwrite(str(path), channel):
+                    raise OSError(f"could not write {path}")
+        elif not cv2.imwrite(str(self.output_dir / f"{name}.png"), mask):
+            raise OSError(f"could not write {self.output_dir / name}.png")
         if self.save_probabilities:
             np.save(self.output_dir / f"{name}.npy", probabilities.to(torch.float16).cpu().numpy())
         if self.overlay:

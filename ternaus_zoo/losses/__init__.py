@@ -13,7 +13,7 @@ Half-precision logits are computed in float32. :func:`build_loss` builds a loss 
 """
 
 from ternaus_zoo.losses._common import LossTask
-from ternaus_zoo.losses.builder import LOSSES, LossConfig, WeightedSumLoss, build_loss
+from ternaus_zoo.losses.builder import LOSSES, LossConfig, PerChannelLoss, WeightedSumLoss, build_loss
 from ternaus_zoo.losses.classification import MultiLabelFocalLoss, WeightedBCELoss
 from ternaus_zoo.losses.cross_entropy import BinaryCrossEntropyLoss, CrossEntropyLoss
 from ternaus_zoo.losses.focal import BinaryFocalLoss, FocalLoss
@@ -33,6 +33,7 @@ __all__ = [
     "LovaszHingeLoss",
     "LovaszSoftmaxLoss",
     "MultiLabelFocalLoss",
+    "PerChannelLoss",
     "SoftDiceLoss",
     "SoftJaccardLoss",
     "WeightedBCELoss",

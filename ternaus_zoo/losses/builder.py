@@ -75,23 +75,55 @@ class WeightedSumLoss(nn.Module):
         return f"weights={self.weights}"
 
 
+class PerChannelLoss(nn.Module):
+    """A binary loss applied to every channel of multi-label masks on its own, averaged over the channels.
+
+    For multi-label segmentation (``(B, K, H, W)`` logits and {0, 1} targets, classes may overlap): each class is
+    its own sigmoid problem, so Jaccard or Lovasz are per class (a class of small objects is not drowned by a
+    large one), as the class-averaged score the module monitors is.
+
+    Args:
+        loss: a loss of ``task == "binary"`` (``(B, 1, H, W)`` logits and targets).
+    """
+
+    def __init__(self, loss: nn.Module) -> None:
+        super().__init__()
+        if getattr(loss, "task", "binary") != "binary":
+            raise ValueError(f"multi-label masks need binary losses, one per channel; {type(loss).__name__} is not")
+        self.loss = loss
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        if logits.dim() != 4 or target.shape != logits.shape:
+            raise ValueError(
+                f"multi-label logits and targets must share one (B, K, H, W) shape, got {tuple(logits.shape)} "
+                f"and {tuple(target.shape)}"
+            )
+        values = [self.loss(logits[:, k : k + 1], target[:, k : k + 1]) for k in range(logits.shape[1])]
+        return torch.stack(values).mean()
+
+
 def _loss_class(name: str) -> type[nn.Module]:
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}")
     return LOSSES[name]
 
 
-def _build_one(name: str, kwargs: Mapping[str, Any], ignore_index: int | None = None) -> nn.Module:
+def _build_one(
+    name: str, kwargs: Mapping[str, Any], ignore_index: int | None = None, per_channel: bool = False
+) -> nn.Module:
     cls = _loss_class(name)
     if ignore_index is not None and "ignore_index" in inspect.signature(cls).parameters:
         kwargs = {"ignore_index": ignore_index, **kwargs}
+    if per_channel and cls.task != "binary":
+        raise ValueError(f"loss {name!r} is {cls.task}: multi-label masks take binary losses, one per channel")
     try:
-        return cls(**kwargs)
+        loss = cls(**kwargs)
     except TypeError as error:
         raise TypeError(f"cannot build loss {name!r} ({cls.__name__}) with {dict(kwargs)}: {error}") from error
+    return PerChannelLoss(loss) if per_channel else loss
 
 
-def build_loss(config: LossConfig, ignore_index: int | None = None) -> nn.Module:
+def build_loss(config: LossConfig, ignore_index: int | None = None, per_channel: bool = False) -> nn.Module:
     """Build a loss from a name, a mapping name -> weight, or a mapping name -> keyword arguments.
 
     Args:
@@ -100,6 +132,7 @@ def build_loss(config: LossConfig, ignore_index: int | None = None) -> nn.Module
             (keyword arguments of the loss, ``weight`` defaulting to 1); or an ``nn.Module``, returned as is.
         ignore_index: the default ``ignore_index`` of every named loss that takes one (a loss's own
             keyword argument wins), so a module's ``ignore_index`` reaches its loss without repeating it.
+        per_channel: multi-label masks: every named loss (binary ones only) is a :class:`PerChannelLoss`.
 
     Returns:
         The loss for a name or a module; a :class:`WeightedSumLoss` for a mapping.
@@ -111,7 +144,7 @@ def build_loss(config: LossConfig, ignore_index: int | None = None) -> nn.Module
     if isinstance(config, nn.Module):
         return config
     if isinstance(config, str):
-        return _build_one(config, {}, ignore_index)
+        return _build_one(config, {}, ignore_index, per_channel)
     if not isinstance(config, Mapping):
         raise TypeError(f"a loss config is a name, a mapping or an nn.Module, got {type(config).__name__}")
     losses: dict[str, nn.Module] = {}
@@ -125,5 +158,5 @@ def build_loss(config: LossConfig, ignore_index: int | None = None) -> nn.Module
             weights[name] = float(kwargs.pop("weight", 1.0))
         else:
             raise TypeError(f"loss {name!r}: expected a weight or a mapping of keyword arguments, got {spec!r}")
-        losses[name] = _build_one(name, kwargs, ignore_index)
+        losses[name] = _build_one(name, kwargs, ignore_index, per_channel)
     return WeightedSumLoss(losses, weights)

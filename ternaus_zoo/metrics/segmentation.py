@@ -42,7 +42,10 @@ class SegmentationMetrics(Metric):
         num_classes: ``1`` for binary segmentation (output ``(B, 1, H, W)`` or ``(B, H, W)``, target 0/1),
             otherwise the number of classes (output ``(B, C, H, W)`` scores or ``(B, H, W)`` indices, target
             ``(B, H, W)`` indices).
-        threshold: probability threshold for binary predictions (positive where ``probability >= threshold``).
+        multilabel: ``(B, C, H, W)`` outputs scored as ``C`` binary masks (classes may overlap), against
+            ``(B, C, H, W)`` 0/1 targets; the scores are those of the multi-class mode.
+        threshold: probability threshold for binary and multi-label predictions (positive where
+            ``probability >= threshold``).
         from_logits: whether binary outputs are logits (a sigmoid is applied).
         ignore_index: target value whose pixels are excluded (in multi-class mode, outside ``[0, num_classes)``).
         **kwargs: passed to ``torchmetrics.Metric`` (``dist_sync_fn``, ``process_group``, ...).
@@ -76,6 +79,7 @@ class SegmentationMetrics(Metric):
         threshold: float = 0.5,
         from_logits: bool = True,
         ignore_index: int | None = None,
+        multilabel: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -85,7 +89,7 @@ class SegmentationMetrics(Metric):
         self.threshold = threshold
         self.from_logits = from_logits
         self.ignore_index = ignore_index
-        self.mode = "binary" if num_classes == 1 else "multiclass"
+        self.mode = "multilabel" if multilabel else "binary" if num_classes == 1 else "multiclass"
 
         for name in ("tp", "fp", "fn"):
             self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
@@ -95,15 +99,20 @@ class SegmentationMetrics(Metric):
 
     def update(self, output: Tensor, target: Tensor) -> None:
         """Add a batch: ``output`` and ``target`` as described in the class docstring."""
-        tp, fp, fn, _ = confusion_stats(
-            output,
-            target,
-            mode=self.mode,
-            num_classes=None if self.mode == "binary" else self.num_classes,
-            threshold=self.threshold,
-            from_logits=self.from_logits,
-            ignore_index=self.ignore_index,
-        )
+        options = {"threshold": self.threshold, "from_logits": self.from_logits, "ignore_index": self.ignore_index}
+        if self.mode == "multilabel":  # one binary problem per channel
+            if output.shape[1] != self.num_classes or target.shape != output.shape:
+                raise ValueError(
+                    f"multi-label output and target must both be (B, {self.num_classes}, H, W), got "
+                    f"{tuple(output.shape)} and {tuple(target.shape)}"
+                )
+            channels = [
+                confusion_stats(output[:, k], target[:, k], mode="binary", **options) for k in range(self.num_classes)
+            ]
+            tp, fp, fn, _ = (torch.cat(counts, dim=1) for counts in zip(*channels, strict=True))
+        else:
+            number = None if self.mode == "binary" else self.num_classes
+            tp, fp, fn, _ = confusion_stats(output, target, mode=self.mode, num_classes=number, **options)
         self.tp += tp.sum(0)
         self.fp += fp.sum(0)
         self.fn += fn.sum(0)
@@ -121,7 +130,7 @@ class SegmentationMetrics(Metric):
             "iou_per_image": (self.iou_image_sum.sum() / (pairs * _SCORE_UNIT)).float(),
             "dice_per_image": (self.dice_image_sum.sum() / (pairs * _SCORE_UNIT)).float(),
         }
-        if self.mode == "multiclass":
+        if self.mode != "binary":
             per_class = iou_score(tp, fp, fn, reduction="per_class")
             result["miou"] = per_class.nanmean()
             result["iou_per_class"] = per_class

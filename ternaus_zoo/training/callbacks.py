@@ -50,6 +50,13 @@ def _display(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
     return pixels[:, :3] if pixels.shape[1] >= 3 else pixels[:, :1].expand(-1, 3, -1, -1)
 
 
+def _top_label(masks: Tensor) -> Tensor:
+    """``(B, K, H, W)`` multi-label masks or probabilities to ``(B, H, W)``: 1 + the highest class present, else 0."""
+    present = masks > 0.5
+    labels = torch.arange(1, masks.shape[1] + 1, device=masks.device).view(1, -1, 1, 1)
+    return (present * labels).amax(dim=1)
+
+
 class PredictionGrid(Callback):
     """Every ``every_n_epochs`` validation epochs, a grid of image / mask / prediction for the first
     ``num_images`` validation images (always the same ones), so a run can be looked at while it trains.
@@ -91,8 +98,11 @@ class PredictionGrid(Callback):
         info = datamodule.info
         mean = torch.tensor(info.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(info.std, device=images.device).view(1, -1, 1, 1)
-        predicted = colour_masks(logits.sigmoid() if logits.shape[1] == 1 else logits.argmax(1))
-        truth = colour_masks(masks)
+        if getattr(pl_module.hparams, "multilabel", False):  # overlapping classes: the last one present on top
+            predicted, truth = colour_masks(_top_label(logits.sigmoid())), colour_masks(_top_label(masks))
+        else:
+            predicted = colour_masks(logits.sigmoid() if logits.shape[1] == 1 else logits.argmax(1))
+            truth = colour_masks(masks)
         tiles = torch.stack([_display(images.float(), mean, std), truth, predicted], dim=1).flatten(0, 1)
         return make_grid(tiles.cpu(), nrow=3, padding=2, pad_value=1.0)
 

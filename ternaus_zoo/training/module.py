@@ -44,7 +44,7 @@ class SegmentationModule(ZooModule):
     Args:
         model: registry name (``"unet11"``, ``"smp.Unet"`` ...).
         model_kwargs: the family's options (``{"encoder_name": "resnet34"}``).
-        num_classes: 1 for binary masks, C for class-index masks.
+        num_classes: 1 for binary masks, C for class-index masks or C multi-label channels.
         in_channels: input channels.
         weights: ``None``, ``"imagenet"`` or a checkpoint path, applied when fitting starts (so that
             rebuilding from a checkpoint never downloads).
@@ -53,6 +53,9 @@ class SegmentationModule(ZooModule):
         ignore_index: class index (or mask value) left out of the loss and metrics.
         channels_last: keep weights and inputs in channels-last memory format (1.2x faster training
             on CPU: ``benchmarks/results/speed_options.md``).
+        multilabel: ``(B, C, H, W)`` masks of ``C`` classes that may overlap: a sigmoid per channel, each
+            binary loss term per channel (:class:`~ternaus_zoo.losses.PerChannelLoss`), per-class scores; adopted
+            from a data module with ``mask_mode="multilabel"`` when a run starts (and saved in the checkpoint).
         class_names: one name per class; default: the data module's ``class_names``, adopted when a run
             starts (and then saved in the checkpoint, so ``model_from_checkpoint`` and a saved model folder
             carry them as ``model.info.class_names``).
@@ -77,6 +80,7 @@ class SegmentationModule(ZooModule):
         threshold: float = 0.5,
         ignore_index: int | None = None,
         channels_last: bool = True,
+        multilabel: bool = False,
         class_names: list[str] | None = None,
         **optimization: Any,
     ) -> None:
@@ -86,8 +90,19 @@ class SegmentationModule(ZooModule):
         self._class_table: str | None = None
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.loss = build_loss(loss, ignore_index=ignore_index)
-        metric_options = {"num_classes": num_classes, "threshold": threshold, "ignore_index": ignore_index}
+        self._set_task(multilabel)
+
+    def _set_task(self, multilabel: bool) -> None:
+        """The loss and metrics of binary / class masks, or of multi-label ones."""
+        hparams = self.hparams
+        self.hparams["multilabel"] = multilabel
+        self.loss = build_loss(hparams.loss, ignore_index=hparams.ignore_index, per_channel=multilabel)
+        metric_options = {
+            "num_classes": hparams.num_classes,
+            "threshold": hparams.threshold,
+            "ignore_index": hparams.ignore_index,
+            "multilabel": multilabel,
+        }
         self.val_metrics = SegmentationMetrics(**metric_options)
         self.test_metrics = SegmentationMetrics(**metric_options)
 
@@ -102,9 +117,15 @@ class SegmentationModule(ZooModule):
             self.model.info = dataclasses.replace(self.model.info, class_names=tuple(names))
 
     def setup(self, stage: str) -> None:
-        """Adopt the data module's ``class_names`` (refusing names that differ from the module's own)."""
+        """Adopt the data module's ``class_names`` (refusing names that differ from the module's own) and
+        multi-label masks (refusing other masks for a multi-label model)."""
         super().setup(stage)
         datamodule = self._trainer.datamodule if self._trainer is not None else None
+        mask_mode = getattr(datamodule, "mask_mode", None)
+        if mask_mode == "multilabel" and not self.hparams.multilabel:
+            self._set_task(True)
+        elif mask_mode is not None and mask_mode != "multilabel" and self.hparams.multilabel:
+            raise BadValueError(f"a multi-label model needs data.mask_mode=multilabel, got {mask_mode!r}")
         names = getattr(datamodule, "class_names", None)
         if not names or names == self.class_names:
             return
@@ -186,9 +207,9 @@ class SegmentationModule(ZooModule):
 
     def probabilities(self, logits: Tensor) -> Tensor:
         """Sigmoid for one output channel, softmax over classes otherwise."""
-        return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
+        return logits.sigmoid() if logits.shape[1] == 1 or self.hparams.multilabel else logits.softmax(dim=1)
 
     @property
     def monitor(self) -> str:
         """The validation score the best checkpoint is chosen by."""
-        return "val/miou" if self.hparams.num_classes > 1 else "val/iou"
+        return "val/miou" if self.hparams.num_classes > 1 or self.hparams.multilabel else "val/iou"
