@@ -13,7 +13,7 @@ import torch
 from ternaus_zoo.cli import main
 from ternaus_zoo.losses import PerChannelLoss, SoftJaccardLoss, build_loss
 from ternaus_zoo.metrics import SegmentationMetrics, confusion_stats, iou_score
-from tests.data.test_multilabel import write_class_folders
+from tests.data.test_multilabel_masks import write_class_folders
 from tests.training.test_cli import TINY
 
 
