@@ -207,7 +207,7 @@ def test_bootstrap_loader_draws_the_listed_sample(shapes_folder, tmp_path):
     module = SegmentationModule(model="unet", model_kwargs={"num_filters": 4, "depth": 3})
     callbacks = [BootstrapSample(seed=5, directory=tmp_path), Names()]
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         enable_checkpointing=False, callbacks=callbacks)  # fmt: skip
+                         enable_checkpointing=False, callbacks=callbacks, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, datamodule=data)
     rows = [line.split(",") for line in (tmp_path / "bootstrap.csv").read_text().split()[1:]]
     listed = Counter({stem: int(count) for stem, count in rows})

@@ -279,7 +279,7 @@ def test_validation_scores_only_the_real_pixels_not_the_padding(tmp_path):
     module = SegmentationModule(**TINY_UNET)
     module.forward = lambda images: torch.full((len(images), 1, *images.shape[-2:]), 10.0)  # all foreground
     data = _data(root, val_size=48, holdout_every=0)
-    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     (scores,) = trainer.validate(module, datamodule=data)
     data.setup("validate")
     stems = [data.val_dataloader().dataset[i]["name"] for i in range(len(data.val_dataloader().dataset))]
