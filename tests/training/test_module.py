@@ -153,7 +153,7 @@ def test_checkpoint_with_the_old_flat_hyperparameters_loads(tmp_path):
         optimizer="sgd", lr=0.02, encoder_lr_ratio=0.5, freeze_encoder_epochs=1, scheduler="cyclic",
         scheduler_kwargs={"cycle_epochs": 4},
     )  # fmt: skip
-    assert dict(module.hparams) == {**hyper_parameters, "class_names": None}  # arguments added since: defaults
+    assert dict(module.hparams) == {**hyper_parameters, "class_names": None, "multilabel": False}  # added since
     assert torch.equal(module.state_dict()["model.final.weight"], state["model.final.weight"])
 
 
