@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -47,7 +47,7 @@ from ternaus_zoo.data.io import (
 logger = logging.getLogger("ternaus_zoo.data")
 
 MaskMode = Literal["binary", "classes", "multilabel"]
-MASK_MODES = ("binary", "classes", "multilabel")
+MASK_MODES = get_args(MaskMode)
 Transform = Callable[..., dict[str, Any]]
 
 

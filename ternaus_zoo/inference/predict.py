@@ -41,6 +41,7 @@ from ternaus_zoo.inference.tiling import SlidingWindowPredictor
 from ternaus_zoo.inference.tta import DEFAULT_SCALES, GEOMETRIC_SETS, TTA, Activation
 from ternaus_zoo.inference.writers import MaskWriter
 from ternaus_zoo.interrupts import InterruptNotice
+from ternaus_zoo.metrics import class_labels
 from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.registry import ModelInfo
 from ternaus_zoo.weights import load_container
@@ -340,6 +341,6 @@ def predict_folder(
     )
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if multilabel:
-        folders = class_names or [f"class{index}" for index in range(info.num_classes)]
+        folders = class_labels(info.num_classes, class_names)
         return sorted(Path(output_dir) / folder / f"{stem}.png" for folder in folders for stem in dataset.stems)
     return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)

@@ -157,5 +157,5 @@ def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
     if config.get("kind", "model") == "model":
         return models[0]
     prediction = config.get("prediction") or {}
-    activation = "sigmoid" if models[0].info.num_classes == 1 or prediction.get("multilabel") else "softmax"
+    activation = pretrained_spec(config, source).activation
     return build_predictor(models, prediction.get("tta", "none"), activation, prediction.get("reduction", "mean"))

@@ -279,9 +279,17 @@ class SlidingWindowPredictor:
             return self.tile_size
         return max(1, min(self.tile_size, round(plan.extent * self.scale)))
 
-    def _load_tiles(self, image: ImageLike, boxes: list[tuple[int, int]], extents: tuple[int, int], plans) -> Tensor:
+    def _load_tiles(
+        self,
+        image: ImageLike,
+        boxes: list[tuple[int, int]],
+        plans: tuple[AxisPlan, AxisPlan],
+        extents: tuple[int, int],
+        padding: tuple[int, int, int, int],
+    ) -> Tensor:
         """``(B, C, T, T)`` model input: the crops at ``boxes``, resized to ``extents`` model pixels (still in their
-        stored dtype: a ``uint8`` crop stays ``uint8`` until it is tile-sized), converted, padded to ``T``."""
+        stored dtype: a ``uint8`` crop stays ``uint8`` until it is tile-sized), converted, padded by ``padding``
+        (``left, right, top, bottom``) to ``T``."""
         rows, columns = plans
         crops = [image[:, y : y + rows.extent, x : x + columns.extent] for y, x in boxes]
         tiles = torch.from_numpy(np.stack(crops)) if isinstance(image, np.ndarray) else torch.stack(crops)
@@ -289,8 +297,7 @@ class SlidingWindowPredictor:
             tiles = F.interpolate(tiles, size=extents, mode="bilinear", align_corners=False, antialias=self.scale < 1)
         tiles = tiles.to(self.device)
         tiles = self.preprocess(tiles) if self.preprocess is not None else tiles.float()
-        (top, bottom), (left, right) = (_split(self.tile_size - extent) for extent in extents)
-        return _pad_tiles(tiles, (left, right, top, bottom))
+        return _pad_tiles(tiles, padding)
 
     @torch.inference_mode()
     def __call__(self, image: ImageLike) -> Tensor:
@@ -304,7 +311,7 @@ class SlidingWindowPredictor:
         height, width = int(image.shape[1]), int(image.shape[2])
         rows, columns = self.plan(height, width)
         extents = (self._model_extent(rows), self._model_extent(columns))
-        top, left = _split(self.tile_size - extents[0])[0], _split(self.tile_size - extents[1])[0]
+        (top, bottom), (left, right) = (_split(self.tile_size - extent) for extent in extents)
         boxes = [(y, x) for y in range(len(rows.starts)) for x in range(len(columns.starts))]
         output: Tensor | None = None
         memmap: np.memmap | None = None
@@ -314,7 +321,8 @@ class SlidingWindowPredictor:
             for first in range(0, len(boxes), self.batch_size):
                 batch = boxes[first : first + self.batch_size]
                 starts = [(rows.starts[i], columns.starts[j]) for i, j in batch]
-                logits = self.model(self._load_tiles(image, starts, extents, (rows, columns)))
+                tiles = self._load_tiles(image, starts, (rows, columns), extents, (left, right, top, bottom))
+                logits = self.model(tiles)
                 if logits.ndim != 4 or tuple(logits.shape[-2:]) != (self.tile_size, self.tile_size):
                     raise ValueError(
                         f"the model maps tiles of {self.tile_size}x{self.tile_size} to shape {tuple(logits.shape)}; "

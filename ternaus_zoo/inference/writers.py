@@ -24,6 +24,7 @@ from torch import Tensor
 from ternaus_zoo.data.display import overlay
 from ternaus_zoo.data.io import read_binary_mask, read_image
 from ternaus_zoo.data.transforms import valid_size
+from ternaus_zoo.metrics import class_labels
 
 HISTOGRAM_BINS = 100
 
@@ -118,8 +119,7 @@ class MaskWriter(PerImageWriter):
     def write_image(self, name: str, probabilities: Tensor) -> None:
         mask = probabilities_to_mask(probabilities, self.threshold, self._multilabel)
         if self._multilabel:
-            names = self._class_names or [f"class{index}" for index in range(len(mask))]
-            paths = [self.output_dir / folder / f"{name}.png" for folder in names]
+            paths = [self.output_dir / folder / f"{name}.png" for folder in class_labels(len(mask), self._class_names)]
             for path, channel in zip(paths, mask, strict=True):
                 path.parent.mkdir(exist_ok=True)
                 if not cv2.imwrite(str(path), channel):
