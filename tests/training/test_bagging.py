@@ -29,9 +29,11 @@ from ternaus_zoo.bagging import (
     threshold_curve,
 )
 from ternaus_zoo.cli import main
-from ternaus_zoo.data import SegmentationDataModule, load_folds, valid_size
+from ternaus_zoo.data import load_folds, valid_size
 from ternaus_zoo.training import SegmentationModule
 from tests.training.test_cli import TINY
+from tests.training.test_module import TINY_UNET
+from tests.training.test_module import _data as tiny_data
 
 
 @pytest.fixture
@@ -195,16 +197,8 @@ def test_bootstrap_loader_draws_the_listed_sample(shapes_folder, tmp_path):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
             seen.extend(batch["name"])
 
-    data = SegmentationDataModule(
-        dataset=str(shapes_folder),
-        model_name="unet",
-        image_size=32,
-        val_size=32,
-        batch_size=1,
-        num_workers=0,
-        n_folds=2,
-    )
-    module = SegmentationModule(model="unet", model_kwargs={"num_filters": 4, "depth": 3})
+    data = tiny_data(shapes_folder, batch_size=1)
+    module = SegmentationModule(**TINY_UNET)
     callbacks = [BootstrapSample(seed=5, directory=tmp_path), Names()]
     trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, callbacks=callbacks, default_root_dir=tmp_path)  # fmt: skip

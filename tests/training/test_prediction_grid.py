@@ -7,24 +7,17 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.training import PredictionGrid, SegmentationModule
+from tests.training.test_module import TINY_UNET
+from tests.training.test_module import _data as tiny_data
 
 
 def test_grid_of_fixed_validation_images_goes_to_tensorboard_and_png(shapes_folder, tmp_path, monkeypatch):
     logged = []
     logger = TensorBoardLogger(tmp_path, name="tb")
     monkeypatch.setattr(logger.experiment, "add_image", lambda tag, grid, global_step: logged.append((tag, grid)))
-    data = SegmentationDataModule(
-        dataset=str(shapes_folder),
-        model_name="unet",
-        image_size=32,
-        val_size=32,
-        batch_size=2,
-        num_workers=0,
-        n_folds=2,
-    )
-    module = SegmentationModule(model="unet", model_kwargs={"num_filters": 4, "depth": 3})
+    data = tiny_data(shapes_folder)
+    module = SegmentationModule(**TINY_UNET)
     trainer = pl.Trainer(max_epochs=3, logger=logger, callbacks=[PredictionGrid(every_n_epochs=2, num_images=3)],
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
     trainer.fit(module, datamodule=data)
