@@ -15,6 +15,7 @@ ends it with status 130 and a line saying what is kept and how to resume.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -35,7 +36,7 @@ from ternaus_zoo.training.demo import run_demo
 DEBUG_VARIABLE = "TERNAUS_ZOO_DEBUG"
 LR_FIND_MIN_STEPS = 12
 
-USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo,classify} ... [--debug]
+USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo,plan,auto,select,classify} ... [--debug]
 
   fit | validate | test | predict   LightningCLI subcommands, e.g.
                                     ternaus-zoo fit --config configs/kvasir_unet11.yaml
@@ -47,6 +48,11 @@ USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo
                                     --only_fold k per device or array task, then --assemble
   export                            a checkpoint or manifest (+ TTA) to ONNX or TorchScript at a fixed tile size
   demo                              train a small U-Net on synthetic shapes (no data, no network)
+  plan DATA [--budget 60m]          fingerprint a folder of images and masks, time this machine, write a
+                                    config that `fit --config plan.yaml` runs within the budget
+  auto DATA --budget 60m --out DIR  plan, train, score and save a model folder with a report, in one command
+  select BAG [BAG ...] --out DIR    choose the ensemble, TTA, threshold and post-processing on out-of-fold
+                                    predictions; write one saved-model folder
   classify {fit,validate,test,predict}
                                     the same LightningCLI subcommands for classification models, e.g.
                                     ternaus-zoo classify fit --config configs/miml_gapnet.yaml
@@ -217,6 +223,18 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "demo": demo,
     "classify": classify,
 }
+# commands whose module is imported only when they run (the planner and the selection need none of the above)
+LAZY_COMMANDS = {
+    "plan": "ternaus_zoo.cli_planning:plan",
+    "auto": "ternaus_zoo.cli_planning:auto",
+    "select": "ternaus_zoo.cli_select:select",
+}
+
+
+def lazy_command(name: str) -> Callable[[Sequence[str]], object]:
+    """The function behind a command of :data:`LAZY_COMMANDS`, imported now."""
+    module, function = LAZY_COMMANDS[name].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def run_command(argv: Sequence[str]) -> None:
@@ -227,6 +245,9 @@ def run_command(argv: Sequence[str]) -> None:
         return
     if argv[0] in COMMANDS:
         COMMANDS[argv[0]](argv[1:])
+        return
+    if argv[0] in LAZY_COMMANDS:
+        lazy_command(argv[0])(argv[1:])
         return
     if argv[0] == "predict" and ("-h" in argv or "--help" in argv):
         # predict has two routes: show the options of both
