@@ -25,18 +25,18 @@ def threshold_curve(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndar
     """Micro IoU at thresholds ``j / bins``, ``j = 1..bins-1``, from the histograms of
     :func:`~ternaus_zoo.inference.writers.binary_oof_statistics` (foreground = probability in bin ``j`` or above).
 
-    Computed in float64 (the metrics' float32 would turn near-equal scores into ties for :func:`best_threshold`).
+    Scored in float64 (float32 would turn near-equal scores into ties for :func:`best_threshold`).
 
     Returns:
         ``(thresholds, iou)``, both ``(bins - 1,)``.
     """
     bins = len(positive)
-    tp = np.cumsum(positive[::-1])[::-1][1:].astype(np.float64)  # foreground pixels in bins >= j
-    fp = np.cumsum(negative[::-1])[::-1][1:].astype(np.float64)
-    fn = positive.sum() - tp
-    denominator = tp + fp + fn
-    iou = np.divide(tp, denominator, out=np.ones_like(tp), where=denominator > 0)
-    return np.arange(1, bins) / bins, iou
+    tp = torch.from_numpy(np.cumsum(positive[::-1])[::-1][1:].copy())  # foreground pixels in bins >= j
+    fp = torch.from_numpy(np.cumsum(negative[::-1])[::-1][1:].copy())
+    fn = int(positive.sum()) - tp
+    # one "image" per threshold: reduction "none" scores each row on its own (1.0 where nothing is to be found)
+    iou = iou_score(tp[:, None], fp[:, None], fn[:, None], reduction="none", dtype=torch.float64)[:, 0]
+    return np.arange(1, bins) / bins, iou.numpy()
 
 
 def best_threshold(thresholds: np.ndarray, scores: np.ndarray, default: float = 0.5) -> int:

@@ -178,27 +178,29 @@ def _multiclass_stats(
     return tp.contiguous(), fp, fn, tn
 
 
-def _ratio(num: Tensor, den: Tensor, empty: float) -> Tensor:
-    # float32, not float64, which Apple's MPS lacks; a count is exact in float32 up to 2**24 and the ratio is off by
-    # float32 rounding only (tests/test_dtypes.py checks it against float64)
-    num = num.float()
-    den = den.float()
+def _ratio(num: Tensor, den: Tensor, empty: float, dtype: torch.dtype) -> Tensor:
+    # float32 by default, not float64, which Apple's MPS lacks; a count is exact in float32 up to 2**24 and the ratio
+    # is off by float32 rounding only (tests/test_dtypes.py checks it against float64)
+    num = num.to(dtype)
+    den = den.to(dtype)
     return torch.where(den > 0, num / den.clamp_min(1), torch.full_like(den, empty))
 
 
-def _reduce(numerator, tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction) -> Tensor:
+def _reduce(numerator, tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction, dtype: torch.dtype) -> Tensor:
     # By hand: the ratio is one line, and smp's reductions have no per-class table with NaN for absent classes and
     # warn on empty/empty images, a normal case here.
     if tp.shape != fp.shape or tp.shape != fn.shape or tp.ndim != 2:
         raise ValueError(f"tp, fp, fn must share one (B, C) shape, got {tp.shape}, {fp.shape}, {fn.shape}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
     if reduction == "none":
-        return _ratio(*numerator(tp, fp, fn), empty=1.0)
+        return _ratio(*numerator(tp, fp, fn), empty=1.0, dtype=dtype)
     if reduction == "per_image":
-        return _ratio(*numerator(tp, fp, fn), empty=1.0).mean()
+        return _ratio(*numerator(tp, fp, fn), empty=1.0, dtype=dtype).mean()
     if reduction == "micro":
-        return _ratio(*numerator(tp.sum(), fp.sum(), fn.sum()), empty=1.0)
+        return _ratio(*numerator(tp.sum(), fp.sum(), fn.sum()), empty=1.0, dtype=dtype)
     if reduction == "per_class":
-        return _ratio(*numerator(tp.sum(0), fp.sum(0), fn.sum(0)), empty=float("nan"))
+        return _ratio(*numerator(tp.sum(0), fp.sum(0), fn.sum(0)), empty=float("nan"), dtype=dtype)
     raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
@@ -210,26 +212,32 @@ def _dice_terms(tp: Tensor, fp: Tensor, fn: Tensor) -> tuple[Tensor, Tensor]:
     return 2 * tp, 2 * tp + fp + fn
 
 
-def iou_score(tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction = "micro") -> Tensor:
+def iou_score(
+    tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction = "micro", *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """IoU (Jaccard index) ``tp / (tp + fp + fn)``.
 
     Args:
         tp, fp, fn: ``(B, C)`` counts from :func:`confusion_stats`.
         reduction: ``"micro"`` (scalar), ``"per_image"`` (scalar), ``"per_class"`` (``(C,)``, NaN for absent classes)
             or ``"none"`` (``(B, C)``, 1.0 for empty/empty); see the module docstring.
+        dtype: the floating-point dtype of the ratios; ``torch.float64`` where near-equal scores must stay apart
+            (ranking thresholds or ensembles on millions of pixels), on devices that have it.
 
     Returns:
-        A float32 tensor of the shape given by ``reduction``.
+        A ``dtype`` tensor of the shape given by ``reduction``.
     """
-    return _reduce(_iou_terms, tp, fp, fn, reduction)
+    return _reduce(_iou_terms, tp, fp, fn, reduction, dtype)
 
 
-def dice_score(tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction = "micro") -> Tensor:
+def dice_score(
+    tp: Tensor, fp: Tensor, fn: Tensor, reduction: Reduction = "micro", *, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Dice coefficient (F1) ``2 tp / (2 tp + fp + fn)``; arguments and reductions as in :func:`iou_score`."""
-    return _reduce(_dice_terms, tp, fp, fn, reduction)
+    return _reduce(_dice_terms, tp, fp, fn, reduction, dtype)
 
 
-def mean_iou(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
+def mean_iou(tp: Tensor, fp: Tensor, fn: Tensor, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """Mean over classes of the per-class IoU over the whole set (the usual semantic-segmentation mIoU).
 
     A class absent from both the predictions and the targets of the whole set (``tp + fp + fn == 0`` summed over
@@ -238,8 +246,9 @@ def mean_iou(tp: Tensor, fp: Tensor, fn: Tensor) -> Tensor:
 
     Args:
         tp, fp, fn: ``(B, C)`` counts from :func:`confusion_stats`.
+        dtype: as in :func:`iou_score`.
 
     Returns:
-        A float32 scalar; NaN when every class is absent.
+        A ``dtype`` scalar; NaN when every class is absent.
     """
-    return iou_score(tp, fp, fn, reduction="per_class").nanmean()
+    return iou_score(tp, fp, fn, reduction="per_class", dtype=dtype).nanmean()

@@ -234,3 +234,22 @@ def test_absent_class_definitions_differ_from_libraries():
     zeros = torch.zeros(1, 1, dtype=torch.long)
     assert math.isnan(smp.metrics.iou_score(zeros, zeros, zeros, zeros, reduction="micro").item())
     assert iou_score(zeros, zeros, zeros, "micro").item() == 1.0
+
+
+def test_float64_scores_keep_apart_what_float32_ties():
+    """Two thresholds one false positive apart over 100 million pixels: equal in float32, ordered in float64."""
+    tp, fp, fn = (
+        torch.tensor([[100_000_000], [100_000_000]]),
+        torch.tensor([[1], [2]]),
+        torch.zeros(2, 1, dtype=torch.long),
+    )
+    single = iou_score(tp, fp, fn, "none")
+    assert single.dtype == torch.float32 and single[0] == single[1]
+    double = iou_score(tp, fp, fn, "none", dtype=torch.float64)
+    assert double.dtype == torch.float64 and double[0] > double[1]
+    assert (
+        dice_score(tp, fp, fn, "micro", dtype=torch.float64).item() == 400_000_000 / 400_000_003
+    )  # summed over both rows
+    assert mean_iou(tp, fp, fn, dtype=torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError, match="floating-point"):
+        iou_score(tp, fp, fn, dtype=torch.long)
