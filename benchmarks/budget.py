@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, ROOT, data_root, environment, markdown_table
+from benchmarks.common import ROOT, ArgumentParser, data_root, environment, markdown_table, results_dir
 from benchmarks.quality import (
     constant_predictions,
     counts,
@@ -50,7 +50,7 @@ MARGIN = 0.10
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "kvasir_cpu_hour.yaml")
     parser.add_argument("--name", default=None, help="run and result name (default: the config's stem)")
     parser.add_argument("--minutes", type=float, default=60.0, help="the whole budget, training + prediction")
@@ -89,7 +89,7 @@ def validation_curve(fold_dir: Path) -> list[tuple[float, float]]:
     ]
 
 
-def plot(curve: list[tuple[float, float]], result: dict[str, Any], trivial: float, name: str) -> None:
+def plot(curve: list[tuple[float, float]], result: dict[str, Any], trivial: float, name: str, folder: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -109,11 +109,11 @@ def plot(curve: list[tuple[float, float]], result: dict[str, Any], trivial: floa
     axis.legend(loc="lower right", fontsize=8)
     axis.set_title(f"kvasir-seg, one CPU budget: {name}")
     figure.tight_layout()
-    figure.savefig(RESULTS / f"{name}.png", dpi=100)
+    figure.savefig(folder / f"{name}.png", dpi=100)
     plt.close(figure)
 
 
-def report(options: argparse.Namespace, state: dict[str, Any], arguments: list[str]) -> str:
+def report(options: argparse.Namespace, state: dict[str, Any], arguments: list[str], folder: Path) -> str:
     result, trivial = state["result"], state["trivial"]
     bar = ANCHOR["dice"] + MARGIN
     verdict = "met" if result["dice"] >= bar and result["minutes"] <= options.minutes else "**not met**"
@@ -145,8 +145,8 @@ def report(options: argparse.Namespace, state: dict[str, Any], arguments: list[s
         f"![validation Dice against time]({options.name}.png)",
     ]
     text = "\n\n".join(lines) + "\n"
-    (RESULTS / f"{options.name}.md").write_text(text)
-    save_json(RESULTS / f"{options.name}.json", {"config": options.config.name, **state, "anchor": ANCHOR})
+    (folder / f"{options.name}.md").write_text(text)
+    save_json(folder / f"{options.name}.json", {"config": options.config.name, **state, "anchor": ANCHOR})
     return text
 
 
@@ -214,8 +214,9 @@ def main() -> None:
         save_json(state_path, state)
     if (bag_dir / "fold0" / "metrics.csv").is_file():
         state["result"]["curve"] = validation_curve(bag_dir / "fold0")
-    plot(state["result"]["curve"], state["result"], state["trivial"]["all foreground"]["dice"], options.name)
-    print(report(options, state, arguments), flush=True)
+    folder = results_dir(options)
+    plot(state["result"]["curve"], state["result"], state["trivial"]["all foreground"]["dice"], options.name, folder)
+    print(report(options, state, arguments, folder), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ fit that was cut off resumes from its ``last.ckpt``. The Markdown is rewritten a
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import hashlib
 import json
@@ -34,7 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
+from benchmarks.common import (
+    CAMVID_LABELS,
+    ROOT,
+    ArgumentParser,
+    data_root,
+    environment,
+    git_commit,
+    markdown_table,
+    results_dir,
+)
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import ClassificationDataModule, contiguous_groups, save_folds
 from ternaus_zoo.data.folds import HOLDOUT
@@ -43,7 +51,7 @@ from ternaus_zoo.training.classification import ClassificationModule
 from ternaus_zoo.weights import load_container
 
 RUNS = ROOT / "runs" / "benchmarks" / "classification"
-OUTPUT = RESULTS / "classification.md"
+OUTPUT = "classification.md"
 MIML_LABELS = ["desert", "mountains", "sea", "sunset", "trees"]
 
 
@@ -331,7 +339,7 @@ def runs_table(results: dict[str, dict]) -> str:
     return markdown_table(["row", "finished (UTC)", "commit", "seed", "epochs", "steps", "wall min"], rows)
 
 
-def write(results: dict[str, dict]) -> None:
+def write(results: dict[str, dict], folder: Path) -> None:
     miml, camvid = describe_split(results, "miml"), describe_split(results, "camvid")
     # run as `python -m benchmarks.classification`: say so rather than the script's path
     header = environment().replace(f"python {sys.argv[0]}", "python -m benchmarks.classification")
@@ -376,12 +384,11 @@ def write(results: dict[str, dict]) -> None:
         "is why they ran several times faster: compare times only between neighbouring rows.",
         runs_table(results),
     ]
-    RESULTS.mkdir(exist_ok=True)
-    OUTPUT.write_text("\n\n".join(parts) + "\n")
+    (folder / OUTPUT).write_text("\n\n".join(parts) + "\n")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--rows", nargs="*", default=[row.name for row in ROWS], help="rows to run (default: all)")
     options = parser.parse_args()
     unknown = sorted(set(options.rows) - {row.name for row in ROWS})
@@ -395,8 +402,8 @@ def main() -> None:
             results[row.name] = run_row(row)
         elif previous.is_file():
             results[row.name] = json.loads(previous.read_text())
-        write(results)
-    print(OUTPUT.read_text())
+        write(results, results_dir(options))
+    print((results_dir(options) / OUTPUT).read_text())
 
 
 if __name__ == "__main__":

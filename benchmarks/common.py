@@ -1,10 +1,16 @@
-"""What every benchmark shares: the machine and versions it ran on, scoring binary masks at each
-file's original resolution as ../shared/BENCHMARKS.md prescribes, and writing results as Markdown."""
+"""What every benchmark shares: its argument parser (``--scratch``), the folder it may write into, the machine
+and versions it ran on, scoring binary masks at each file's original resolution as ../shared/BENCHMARKS.md
+prescribes, and writing results as Markdown.
+
+``benchmarks/results/`` takes results only from a tree without uncommitted changes to tracked files, so that
+every committed number names the commit that made it; ``--scratch`` writes into ``runs/scratch_results/``
+instead, and ``python -m benchmarks.pinned COMMIT -- ...`` runs a benchmark from a worktree of that commit.
+"""
 
 from __future__ import annotations
 
+import argparse
 import datetime
-import os
 import platform
 import subprocess
 import sys
@@ -15,22 +21,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# re-exported: the benchmarks import the tree's helpers from here
+from benchmarks.tree import ROOT, data_root, git_commit, uncommitted_files  # noqa: F401
 from ternaus_zoo.data import read_binary_mask, read_image, restore_original_size, val_transforms
 from ternaus_zoo.data.io import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
 from ternaus_zoo.precision import fast_precision, native_bf16
 from ternaus_zoo.registry import ModelInfo
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
+SCRATCH = Path("runs") / "scratch_results"  # under the tree's root; ignored by git
 # CamVid class indices 0..10 in SegNet order (11 = void), as ../shared/data/README.md lists them
 CAMVID_LABELS = "sky building pole road pavement tree sign fence car pedestrian bicyclist".split()  # noqa: SIM905
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "albumentations", "numpy")
-
-
-def data_root() -> Path:
-    """The data sets' folder: ``TERNAUS_ZOO_DATA``, else ``../shared/data`` beside the project."""
-    return Path(os.environ.get("TERNAUS_ZOO_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
 def cpu_model() -> str:
@@ -40,13 +43,51 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def git_commit() -> str:
-    try:
-        output = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
-        return output.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def results_dir(options: argparse.Namespace, root: Path | None = None) -> Path:
+    """The folder a benchmark writes its results into: ``runs/scratch_results/`` with ``--scratch``, else
+    ``benchmarks/results/``, but only from a clean tree: otherwise one line on stderr naming the changed files,
+    and exit status 2. Called when the options are parsed and again before each write (the tree can change
+    during a long run)."""
+    root = root or ROOT
+    if options.scratch:
+        folder = root / SCRATCH
+    else:
+        try:
+            changed = uncommitted_files(root)
+        except (OSError, subprocess.CalledProcessError):
+            changed = [f"{root} is not a git checkout"]
+        if changed:
+            print(
+                f"benchmarks/results/ takes results only from a clean tree; uncommitted: {', '.join(changed)}. "
+                f"Commit them (or run from a pinned worktree: python -m benchmarks.pinned COMMIT -- ...), "
+                f"or pass --scratch to write into {SCRATCH}/",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        folder = root / "benchmarks" / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Every benchmark's parser: its docstring as the description, ``--scratch``, and a dirty tree refused as
+    soon as the options are parsed, before anything runs."""
+
+    def __init__(self, description: str | None) -> None:
+        super().__init__(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+        self.add_argument(
+            "--scratch",
+            action="store_true",
+            help=f"write the results into {SCRATCH}/ (not committed) instead of benchmarks/results/, which takes "
+            "results only from a tree without uncommitted changes",
+        )
+
+    def parse_known_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        options, rest = super().parse_known_args(args, namespace)
+        results_dir(options)
+        return options, rest
 
 
 def cpu_instructions() -> str:

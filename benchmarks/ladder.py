@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import RESULTS, environment, markdown_table
+from benchmarks.common import RESULTS, ArgumentParser, environment, markdown_table, results_dir
 
 HEADLINE = {"kvasir-seg": ("dice", "hold-out Dice"), "membrane": ("mean_iou", "mean IoU (both classes, over folds)")}
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--dataset", choices=sorted(HEADLINE), default="kvasir-seg")
     return parser.parse_args()
 
@@ -149,8 +149,9 @@ def main() -> None:
         ),
         f"![{label} per rung]({f'ladder_{options.dataset}.png'})",
     ]
-    (RESULTS / f"ladder_{options.dataset}.md").write_text("\n\n".join(lines) + "\n")
-    plot(table, first["trivial"], key, label, RESULTS / f"ladder_{options.dataset}.png")
+    folder = results_dir(options)
+    (folder / f"ladder_{options.dataset}.md").write_text("\n\n".join(lines) + "\n")
+    plot(table, first["trivial"], key, label, folder / f"ladder_{options.dataset}.png")
     print("\n\n".join(lines))
 
 

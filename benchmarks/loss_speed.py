@@ -27,15 +27,14 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from benchmarks.common import cpu_model, git_commit
+from benchmarks.common import ArgumentParser, cpu_model, git_commit, results_dir
 from ternaus_zoo import create_model
 from ternaus_zoo.losses import LOSSES, LovaszHingeLoss, LovaszSoftmaxLoss
 
-REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.05
 NUM_CLASSES = 12
 MULTILABEL_CLASSES = 28
-DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "losses.md"
+OUTPUT = "losses.md"
 
 
 def loss_rows(task: str) -> list[tuple[str, nn.Module]]:
@@ -150,12 +149,11 @@ def notes(load_before: str, load_after: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="timed model steps (rounds)")
     parser.add_argument("--loss-repeats", type=int, default=3, help="timed runs of every loss per round")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args()
 
     command = shlex.join(["python", *sys.argv])
@@ -197,8 +195,7 @@ def main() -> None:
         ),
         *notes(load_before, load_after),
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines))
+    (results_dir(args) / OUTPUT).write_text("\n".join(lines))
     print("\n".join(lines))
 
 

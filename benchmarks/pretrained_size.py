@@ -11,7 +11,6 @@ at 64 px), exported with ``ternaus-zoo export --format pretrained``, and both ar
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -21,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.common import RESULTS, environment, markdown_table
+from benchmarks.common import ArgumentParser, environment, markdown_table, results_dir
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.inference import from_pretrained, model_from_checkpoint
 from ternaus_zoo.training import SegmentationModule
@@ -53,7 +52,7 @@ def folder_size(path: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
     options = parser.parse_args()
     rows = []
@@ -86,7 +85,7 @@ def main() -> None:
             markdown_table(header, rows),
         ]
     )
-    (RESULTS / "pretrained_size.md").write_text(text + "\n")
+    (results_dir(options) / "pretrained_size.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

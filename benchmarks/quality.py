@@ -39,7 +39,16 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.common import CAMVID_LABELS, RESULTS, ROOT, data_root, environment, git_commit, markdown_table
+from benchmarks.common import (
+    CAMVID_LABELS,
+    ROOT,
+    ArgumentParser,
+    data_root,
+    environment,
+    git_commit,
+    markdown_table,
+    results_dir,
+)
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import HOLDOUT, load_folds, save_folds
 from ternaus_zoo.data.io import list_images
@@ -159,7 +168,7 @@ LADDERS = {
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--dataset", choices=sorted(LADDERS), default="kvasir-seg")
     parser.add_argument("--seed", type=int, default=0, help="seed_everything of every model (the folds stay fixed)")
     parser.add_argument("--name", default=None, help="run and result name (default: quality_<dataset>_seed<seed>)")
@@ -444,8 +453,8 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
         lines += ["## Per-class IoU", class_table(ladder, state)]
     lines += ["## Recipes (the exact training commands)", *recipes]
     text = "\n\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{options.name}.md").write_text(text)
+    folder = results_dir(options)
+    (folder / f"{options.name}.md").write_text(text)
     table = {
         "dataset": ladder.dataset,
         "epochs": options.epochs,
@@ -456,8 +465,8 @@ def report(ladder: Ladder, options: argparse.Namespace, state: dict[str, Any], r
         "trivial": state.get("trivial", {}),
         "split": state.get("split", {}),
     }
-    save_json(RESULTS / f"{options.name}.json", table)
-    plot(plotted, state.get("trivial", {}), key, label, ladder, options)
+    save_json(folder / f"{options.name}.json", table)
+    plot(plotted, state.get("trivial", {}), key, label, ladder, options, folder)
     return text
 
 
@@ -475,7 +484,7 @@ def class_table(ladder: Ladder, state: dict[str, Any]) -> str:
     return markdown_table(["row", *CAMVID_LABELS], rows)
 
 
-def plot(points: list[tuple[str, float]], trivial: dict, key: str, label: str, ladder, options) -> None:
+def plot(points: list[tuple[str, float]], trivial: dict, key: str, label: str, ladder, options, folder: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -496,7 +505,7 @@ def plot(points: list[tuple[str, float]], trivial: dict, key: str, label: str, l
     epochs = f"{options.epochs} epoch{'s' if options.epochs > 1 else ''}"
     axis.set_title(f"{ladder.dataset}: {epochs} a model, {options.size} px, CPU")
     figure.tight_layout()
-    figure.savefig(RESULTS / f"{options.name}.png", dpi=100)
+    figure.savefig(folder / f"{options.name}.png", dpi=100)
     plt.close(figure)
 
 

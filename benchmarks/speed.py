@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RESULTS, environment, markdown_table
+from benchmarks.common import ArgumentParser, environment, markdown_table, results_dir
 from ternaus_zoo import create_model
 
 PAIRS = [
@@ -271,7 +271,7 @@ def loading_table(options: argparse.Namespace, ceiling: float) -> tuple[list[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--infer_size", type=int, default=512)
@@ -314,8 +314,7 @@ def main() -> None:
             markdown_table(header, rows),
         ]
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"speed{suffix}.md").write_text(text + "\n")
+    (results_dir(options) / f"speed{suffix}.md").write_text(text + "\n")
     print(text)
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from benchmarks.common import RESULTS, ROOT, data_root, environment, markdown_table, score_binary
+from benchmarks.common import ROOT, ArgumentParser, data_root, environment, markdown_table, results_dir, score_binary
 from ternaus_zoo import create_model, get_model_info
 from ternaus_zoo.data import SegmentationDataset, holdout_split, list_images, train_transforms
 from ternaus_zoo.losses import build_loss
@@ -56,7 +56,7 @@ VARIANTS: dict[str, tuple[str, Callable[[], nn.Module]]] = {
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(__doc__)
     parser.add_argument("--steps", type=int, default=300, help="training steps of every variant")
     parser.add_argument("--size", type=int, default=128, help="training crop side and evaluation longest side")
     parser.add_argument("--batch_size", type=int, default=8)
@@ -193,7 +193,7 @@ def write(rows: dict[str, dict], options: argparse.Namespace) -> None:
             markdown_table(header, table + trivial),
         ]
     )
-    (RESULTS / "unet11_from_scratch.md").write_text(text + "\n")
+    (results_dir(options) / "unet11_from_scratch.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":
