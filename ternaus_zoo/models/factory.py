@@ -9,8 +9,11 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import os
+from collections.abc import Sequence
 
 from torch import nn
+
+from ternaus_zoo.errors import BadValueError
 
 # Importing the families runs their @register_model decorators.
 from ternaus_zoo.models import albunet, aux_resnet, gapnet, linknet, smp_adapter, ternausnet, unet  # noqa: F401
@@ -38,6 +41,8 @@ def create_model(
     num_classes: int = 1,
     in_channels: int = 3,
     weights: str | os.PathLike | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     **kwargs,
 ) -> nn.Module:
     """Build a registered model.
@@ -49,6 +54,9 @@ def create_model(
         weights: ``None`` (random init), a pretrained tag (``"imagenet"``, or a torchvision weights name
             such as ``"imagenet1k_v2"``; cached under ``TORCH_HOME``) or a path to a local checkpoint
             (full model, encoder only, original TernausNet or Lightning checkpoint).
+        mean / std: the input statistics (pixels in [0, 1], one per channel) the model is normalised with, where
+            they are not the registered ones (ImageNet's): a model trained from scratch with its data set's own.
+            They go into ``model.info`` and ``build_config``, so a checkpoint or saved folder keeps them.
         kwargs: the family's own options (for example ``num_filters`` or ``encoder_name``).
 
     Returns:
@@ -62,6 +70,14 @@ def create_model(
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
     builder, info = registered(name)
+    statistics = {
+        key: tuple(float(value) for value in values)
+        for key, values in (("mean", mean), ("std", std))
+        if values is not None
+    }
+    wrong = {key: values for key, values in statistics.items() if len(values) != in_channels}
+    if wrong:
+        raise BadValueError(f"{sorted(wrong)} of {name!r} need one value per input channel ({in_channels}): {wrong}")
     model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
     load_weights(model, weights)
     # The registered info describes the builder's defaults; an smp encoder or a U-Net depth changes the multiple.
@@ -69,6 +85,8 @@ def create_model(
         info.for_channels(in_channels),
         num_classes=num_classes,
         size_multiple=getattr(model, "size_multiple", info.size_multiple),
+        **statistics,
     )
-    model.build_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": kwargs}
+    options = {**kwargs, **{key: list(values) for key, values in statistics.items()}}
+    model.build_config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "kwargs": options}
     return model
