@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 
 from benchmarks.common import ROOT, data_root
-from ternaus_zoo.data.io import list_images, read_class_mask
+from ternaus_zoo.data.io import read_class_mask
+from ternaus_zoo.data.listing import list_images
 
 DERIVED = {"road": (3,), "ground": (3, 4)}
 

@@ -24,7 +24,7 @@ from torch import nn
 # re-exported: the benchmarks import the tree's helpers from here
 from benchmarks.tree import ROOT, data_root, git_commit, uncommitted_files  # noqa: F401
 from ternaus_zoo.data import read_binary_mask, read_image, restore_original_size, val_transforms
-from ternaus_zoo.data.io import list_images
+from ternaus_zoo.data.listing import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
 from ternaus_zoo.precision import fast_precision, native_bf16
 from ternaus_zoo.registry import ModelInfo

@@ -51,7 +51,7 @@ from benchmarks.common import (
 )
 from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import HOLDOUT, load_folds, save_folds
-from ternaus_zoo.data.io import list_images
+from ternaus_zoo.data.listing import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score, mean_iou
 from ternaus_zoo.precision import fast_precision
 

@@ -9,7 +9,8 @@ from a model's ``ModelInfo``; ``SegmentationDataModule`` ties them together for 
 from ternaus_zoo.data.aux_targets import class_mask_to_targets, downsample_targets, labels_from_mask, labels_to_targets
 from ternaus_zoo.data.classification_datamodule import ClassificationDataModule
 from ternaus_zoo.data.datamodule import SegmentationDataModule
-from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset, worker_init_fn
+from ternaus_zoo.data.datasets import ImageFolderDataset, worker_init_fn
+from ternaus_zoo.data.errors import DataError
 from ternaus_zoo.data.folds import (
     HOLDOUT,
     contiguous_groups,
@@ -18,8 +19,10 @@ from ternaus_zoo.data.folds import (
     make_folds,
     save_folds,
 )
-from ternaus_zoo.data.io import DataError, list_images, read_binary_mask, read_class_mask, read_image, to_float
+from ternaus_zoo.data.io import read_binary_mask, read_class_mask, read_image, to_float
 from ternaus_zoo.data.label_datasets import MaskLabelDataset, MultiLabelDataset, read_label_csv
+from ternaus_zoo.data.listing import list_images
+from ternaus_zoo.data.mask_datasets import SegmentationDataset
 from ternaus_zoo.data.shapes import ShapesDataset, draw_shapes
 from ternaus_zoo.data.transforms import (
     build_transforms,

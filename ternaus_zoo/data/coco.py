@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ternaus_zoo.data.io import DataError
+from ternaus_zoo.data.errors import DataError
 
 PathLike = str | os.PathLike
 

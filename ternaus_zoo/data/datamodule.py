@@ -1,7 +1,7 @@
 """``SegmentationDataModule``: a data set folder, its folds and its loaders, configured for LightningCLI.
 
 Layout: ``{data_root}/{dataset}/{images}/`` and ``{data_root}/{dataset}/{masks}/``, paired by stem
-(see :class:`~ternaus_zoo.data.datasets.SegmentationDataset`). The splits (hold-out, folds, ``folds.csv``)
+(see :class:`~ternaus_zoo.data.mask_datasets.SegmentationDataset`). The splits (hold-out, folds, ``folds.csv``)
 are :class:`~ternaus_zoo.data.folded.FoldedDataModule`'s.
 
 Validation and test batches: with ``val_size`` the images are resized (longest side) and padded to a
@@ -20,8 +20,9 @@ from typing import Any, Literal
 from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.coco import is_coco_file
-from ternaus_zoo.data.datasets import ImageFolderDataset, SegmentationDataset
+from ternaus_zoo.data.datasets import ImageFolderDataset
 from ternaus_zoo.data.folded import FoldedDataModule
+from ternaus_zoo.data.mask_datasets import SegmentationDataset
 from ternaus_zoo.errors import BadValueError
 
 

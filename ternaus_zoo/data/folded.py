@@ -28,8 +28,10 @@ from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ternaus_zoo.data.datasets import worker_init_fn
+from ternaus_zoo.data.errors import DataError, format_examples
 from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
-from ternaus_zoo.data.io import DataError, format_examples, list_images, read_image
+from ternaus_zoo.data.io import read_image
+from ternaus_zoo.data.listing import list_images
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
 from ternaus_zoo.errors import MissingPathError
 from ternaus_zoo.registry import ModelInfo, registered

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ternaus_zoo.data.io import format_examples
+from ternaus_zoo.data.errors import format_examples
 
 HOLDOUT = -1
 Groups = Mapping[str, Hashable] | Callable[[str], Hashable]

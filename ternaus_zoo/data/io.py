@@ -10,144 +10,31 @@ Conventions (every other module of :mod:`ternaus_zoo.data` relies on them):
 * masks are ``(H, W)`` integer arrays: ``uint8`` {0, 1} for binary masks, class indices for class
   masks.
 
-Which library reads what (the format is told by the file's first bytes, not by its extension):
-
-* OpenCV (the fast path): PNG, JPEG, BMP, WebP, JPEG 2000, PBM/PGM/PPM, and single-page TIFF of up
-  to 4 channels, stored interleaved, in ``uint8``, ``uint16``, ``float32`` or 1 bit.
-* Pillow: GIF (the first frame), and palette PNG masks. A palette ("P" mode) file read as a *mask*
-  gives each pixel's palette index (a VOC-style class mask) when its palette has colours; when every
-  colour its pixels use is grey, it is a grey image stored with a palette (GIF always stores one;
-  Pillow writes a 0/255 mask as a black/white palette) and gives those grey levels, as the same
-  mask saved without a palette would. Read as an *image*, a GIF gives its colours (RGB, or RGBA when
-  it has a transparent colour), or one grey channel when its colours are all grey; palette PNG
-  images stay with OpenCV, which gives their colours.
-* tifffile: TIFF that OpenCV would misread: several pages, more than 4 channels, planar
-  ("separate") channels, or another pixel type (``uint32``, ``float64``...). The pages are stacked
-  as channels, page after page, each page's own channels in order; a page stored as ``(C, H, W)``
-  planes and one stored as ``(H, W, C)`` pixels both give ``(H, W, C)``. Rule for a stack of
-  single-channel pages ``(P, A, B)``: it is ``P`` pages of ``A x B`` pixels, giving ``(A, B, P)``,
-  unless ``B <= 8 < P``: then it is an ``(H, W, C) = (P, A, B)`` array that its writer stored as
-  ``H`` pages of ``W x C`` pixels (``tifffile.imwrite`` does that with an ``(H, W, C)`` array whose
-  ``C`` is not 3 or 4), and it is read as that array. Masks take the first channel (the first page).
-  Pages that tifffile cannot decompress without the optional ``imagecodecs`` package (LZW, JPEG...:
-  ``pip install ternaus_zoo[tiff]``) are decoded by OpenCV when it reads each page faithfully.
-
-Files are read in full (no ``cv2.IMREAD_REDUCED_*``): the geometry of image and mask must agree to
-the pixel, and the augmentations crop before they resize, so a reduced read would save little. EXIF
-and TIFF orientation are ignored (``IMREAD_UNCHANGED``) for images and masks alike, so they stay aligned.
+The format is told by the file's first bytes, not by its extension, and each goes to its decoder in
+:mod:`ternaus_zoo.data.formats`: GIF, and palette PNG read as a mask, to Pillow
+(:mod:`~ternaus_zoo.data.formats.pillow`); TIFF to tifffile or OpenCV (:mod:`~ternaus_zoo.data.formats.tiff`);
+every other format to OpenCV (:mod:`~ternaus_zoo.data.formats.opencv`). Each module's docstring says what its
+files give.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import struct
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
-import tifffile
-from PIL import Image
 
-from ternaus_zoo.errors import MissingPathError, UserError
-
-IMAGE_EXTENSIONS = frozenset(
-    {
-        ".bmp",
-        ".gif",
-        ".jpeg",
-        ".jpg",
-        ".jpe",
-        ".jp2",
-        ".png",
-        ".webp",
-        ".pbm",
-        ".pgm",
-        ".ppm",
-        ".pnm",
-        ".tif",
-        ".tiff",
-    }
-)
-
-PathLike = str | os.PathLike
-logger = logging.getLogger("ternaus_zoo.data")
+from ternaus_zoo.data.errors import DataError, PathLike, format_examples
+from ternaus_zoo.data.formats.opencv import read_rgb
+from ternaus_zoo.data.formats.pillow import read_pillow
+from ternaus_zoo.data.formats.tiff import read_tiff
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _GIF_SIGNATURES = (b"GIF87a", b"GIF89a")
-_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
-# pixel types of a TIFF page that every supported OpenCV (>= 4.8) decodes; bool is a 1-bit page
-_OPENCV_TIFF_DTYPES = frozenset({np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32), np.dtype(np.bool_)})
-# what Pillow and tifffile raise on corrupt or truncated files (UnidentifiedImageError is an OSError;
-# TiffFileError derives from ValueError only since tifffile 2025.9.20)
-_DECODER_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    EOFError,
-    IndexError,
-    KeyError,
-    struct.error,
-    tifffile.TiffFileError,
-)
-# a stack of more pages than this, each at most this wide, is an (H, W, C) array stored page by page
-_MAX_STACKED_CHANNELS = 8
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic TIFF and BigTIFF
 
 
-class DataError(UserError, ValueError):
-    """A problem with one input file (or pair of files); ``path`` names it."""
-
-    def __init__(self, path: PathLike, reason: str | None = None) -> None:
-        # one argument: the whole message, as a DataLoader worker re-raises it in the main process
-        super().__init__(f"{path}: {reason}" if reason is not None else str(path))
-        self.path = Path(path)
-        self.reason = reason or ""
-
-
-def format_examples(items: Iterable[object], limit: int = 5) -> str:
-    """``"a, b, c (and 7 more)"``: the first ``limit`` items of a list, for error messages."""
-    items = list(items)
-    shown = ", ".join(str(item) for item in items[:limit])
-    return shown + (f" (and {len(items) - limit} more)" if len(items) > limit else "")
-
-
-def list_images(folder: PathLike) -> dict[str, Path]:
-    """Image files of ``folder`` by stem (file name without its last extension), sorted by stem.
-
-    Hidden files and files whose extension the readers do not take as an image (``IMAGE_EXTENSIONS``,
-    case-insensitive) are ignored (their count is logged at INFO level); sub-folders are not searched.
-
-    Raises:
-        FileNotFoundError: ``folder`` does not exist or is not a folder.
-        DataError: the folder holds no image file, or two files share a stem (``a.png`` and
-            ``a.jpg``): both are named.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingPathError(f"image folder not found: {folder}")
-    found: dict[str, Path] = {}
-    duplicates: list[str] = []
-    ignored: list[str] = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
-            ignored.append(path.name)
-            continue
-        if path.stem in found:
-            duplicates.append(f"{found[path.stem].name} and {path.name}")
-        else:
-            found[path.stem] = path
-    if ignored:
-        logger.info("ignored %d non-image entries in %s: %s", len(ignored), folder, format_examples(ignored))
-    if duplicates:
-        raise DataError(folder, f"several files share a stem, so pairing is ambiguous: {format_examples(duplicates)}")
-    if not found:
-        extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise DataError(folder, f"no image files (looked for {extensions})")
-    return dict(sorted(found.items()))
-
-
-def _read_header(path: Path, size: int = 32) -> bytes:
+def read_header(path: PathLike, size: int = 32) -> bytes:
     """The first ``size`` bytes of the file, which tell its format.
 
     Raises:
@@ -163,144 +50,6 @@ def _read_header(path: Path, size: int = 32) -> bytes:
     return header
 
 
-def decode(path: PathLike) -> np.ndarray:
-    """The file's pixels as OpenCV stores them (``cv2.IMREAD_UNCHANGED``: BGR order, native dtype).
-
-    Raises:
-        DataError: the file is missing, empty, or not an image OpenCV can decode.
-    """
-    path = Path(path)
-    try:
-        buffer = np.fromfile(path, dtype=np.uint8)
-    except OSError as error:
-        raise DataError(path, f"cannot be read: {error}") from error
-    if buffer.size == 0:
-        raise DataError(path, "empty file (0 bytes)")
-    pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if pixels is None or pixels.size == 0:
-        raise DataError(path, "not a readable image (corrupt or unsupported format)")
-    return pixels
-
-
-def _to_rgb(pixels: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR/BGRA ``(H, W[, C])`` to RGB/RGBA ``(H, W, C)``."""
-    if pixels.ndim == 2:
-        return pixels[:, :, None]
-    if pixels.shape[2] == 3:
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
-    if pixels.shape[2] == 4:
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
-    return pixels
-
-
-def _grey_levels(image: Image.Image, indices: np.ndarray) -> np.ndarray | None:
-    """The grey level of each pixel of a palette image, or ``None`` if a colour it uses is not grey."""
-    palette = np.zeros((256, 3), np.uint8)
-    entries = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)[:256]
-    palette[: len(entries)] = entries
-    used = palette[np.flatnonzero(np.bincount(indices.ravel(), minlength=256))]
-    if not ((used == used[:, :1]).all()):
-        return None
-    return palette[:, 0][indices]
-
-
-def _decode_pillow(path: Path, mask: bool) -> np.ndarray:
-    """A GIF (first frame) or palette PNG as ``(H, W, C)`` in RGB(A) order.
-
-    Pillow, not OpenCV: OpenCV has no GIF decoder before 4.11 (and 4.11 builds it only on request;
-    this package accepts OpenCV >= 4.8), and its decoders always expand a palette to colours,
-    losing the palette indices that class masks are made of. See the module docstring for what a
-    palette file gives as a mask and as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            image.seek(0)  # the first frame of an animated GIF
-            image.load()
-            transparent = "A" in image.mode or "transparency" in image.info
-            pixels = None
-            if image.mode in ("P", "PA"):
-                indices = np.asarray(image)
-                indices = indices[:, :, 0] if indices.ndim == 3 else indices  # "PA": index and alpha
-                grey = _grey_levels(image, indices)
-                if mask:
-                    pixels = indices if grey is None else grey
-                elif grey is not None and not transparent:
-                    pixels = grey  # a grey image that its writer stored with a palette
-            elif image.mode in ("L", "RGB", "RGBA"):
-                pixels = np.asarray(image)
-            if pixels is None:  # colour palettes, "1", "LA"...: their colours, keeping the transparency
-                pixels = np.asarray(image.convert("RGBA" if transparent else "RGB"))
-    except (*_DECODER_ERRORS, Image.DecompressionBombError) as error:
-        raise DataError(path, f"not a readable image (corrupt or unsupported format): {error}") from error
-    return pixels[:, :, None] if pixels.ndim == 2 else pixels
-
-
-def _pages_to_channels(pixels: np.ndarray, axes: str) -> np.ndarray:
-    """tifffile's array with its ``axes`` (``Y``/``X`` the height and width) as ``(H, W, C)``."""
-    if axes == "IYX" and pixels.shape[2] <= _MAX_STACKED_CHANNELS < pixels.shape[0]:
-        return pixels  # an (H, W, C) array stored as H pages of W x C pixels (see the module docstring)
-    hwc = np.moveaxis(pixels, [axes.index("Y"), axes.index("X")], [0, 1])
-    return np.ascontiguousarray(hwc.reshape(*hwc.shape[:2], -1))
-
-
-def _opencv_reads(page: tifffile.TiffPage | tifffile.TiffFrame) -> bool:
-    """Whether OpenCV decodes this TIFF page faithfully: up to 4 interleaved channels of a type it reads."""
-    samples = page.samplesperpixel
-    interleaved = samples == 1 or page.planarconfig == 1  # PlanarConfiguration 1: contiguous
-    return samples <= 4 and interleaved and page.dtype in _OPENCV_TIFF_DTYPES
-
-
-def _decode_pages_opencv(path: Path, all_pages: bool) -> tuple[np.ndarray, str]:
-    """The pages (or the first page) with OpenCV, stacked as tifffile would: ``(array, axes)``.
-
-    For pages that tifffile cannot decompress without the optional ``imagecodecs`` package (LZW,
-    JPEG...), which OpenCV's libtiff decodes.
-    """
-    if not all_pages:
-        return _to_rgb(decode(path)), "YXS"
-    done, pages = cv2.imdecodemulti(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if not done or not pages:
-        raise DataError(path, "not a readable TIFF (corrupt or unsupported format)")
-    stack = np.stack([_to_rgb(page) for page in pages])
-    return (stack[..., 0], "IYX") if stack.shape[3] == 1 else (stack, "IYXS")
-
-
-def _decode_tiff(path: Path) -> np.ndarray:
-    """A TIFF as ``(H, W, C)`` in RGB(A) order: tifffile when OpenCV would misread it, else OpenCV."""
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            pages = list(tiff.pages)
-            if not pages:
-                raise tifffile.TiffFileError("no image in it")
-            first = pages[0]
-            by_opencv = all(_opencv_reads(page) for page in pages)
-            if len(pages) == 1 and by_opencv:
-                pixels = None  # OpenCV's fast path, below
-            else:
-                # pages of several sizes are thumbnails or reduced resolutions: the first page only
-                same = all(page.shape == first.shape and page.dtype == first.dtype for page in pages)
-                stacked = len(pages) > 1 and same
-                try:
-                    if stacked:
-                        pixels, axes = tiff.asarray(key=slice(None)), "I" + first.axes
-                    else:
-                        pixels, axes = first.asarray(), first.axes
-                except _DECODER_ERRORS:
-                    if not by_opencv:  # e.g. LZW with more than 4 channels: tifffile needs imagecodecs
-                        raise
-                    pixels, axes = _decode_pages_opencv(path, stacked)
-    except DataError:
-        raise
-    except _DECODER_ERRORS as error:
-        hint = " (pip install imagecodecs, or ternaus_zoo[tiff])" if "imagecodecs" in str(error) else ""
-        raise DataError(path, f"not a readable TIFF (corrupt or unsupported): {error}{hint}") from error
-    if pixels is None:
-        return _to_rgb(decode(path))
-    if pixels.dtype == np.bool_:  # 1-bit pages, as OpenCV reads them
-        pixels = pixels.astype(np.uint8) * np.uint8(255)
-    return _pages_to_channels(pixels, axes)
-
-
 def _read_pixels(path: Path, mask: bool = False) -> np.ndarray:
     """The file's pixels as ``(H, W, C)`` in RGB(A) order and the file's own dtype, each format read
     by its library (see the module docstring); ``mask=True`` gives palette PNGs to Pillow too.
@@ -308,15 +57,15 @@ def _read_pixels(path: Path, mask: bool = False) -> np.ndarray:
     Raises:
         DataError: the file is missing, empty, corrupt, or in a format none of the libraries reads.
     """
-    header = _read_header(path)
+    header = read_header(path)
     if header.startswith(_GIF_SIGNATURES):
-        return _decode_pillow(path, mask)
+        return read_pillow(path, mask)
     # colour type 3 in the PNG's first chunk (IHDR): a palette PNG
     if mask and header.startswith(_PNG_SIGNATURE) and header[12:16] == b"IHDR" and header[25:26] == b"\x03":
-        return _decode_pillow(path, mask)
-    if header.startswith(_TIFF_SIGNATURES):
-        return _decode_tiff(path)
-    return _to_rgb(decode(path))
+        return read_pillow(path, mask)
+    if header.startswith(TIFF_SIGNATURES):
+        return read_tiff(path)
+    return read_rgb(path)
 
 
 def _to_supported_dtype(image: np.ndarray, path: Path) -> np.ndarray:

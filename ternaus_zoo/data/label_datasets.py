@@ -31,8 +31,11 @@ import numpy as np
 import torch
 
 from ternaus_zoo.data.aux_targets import class_mask_to_targets, labels_from_mask
-from ternaus_zoo.data.datasets import SegmentationDataset, Transform, TransformedDataset, _image_tensor
-from ternaus_zoo.data.io import DataError, PathLike, format_examples, list_images, read_image
+from ternaus_zoo.data.datasets import Transform, TransformedDataset, _image_tensor
+from ternaus_zoo.data.errors import DataError, PathLike, format_examples
+from ternaus_zoo.data.io import read_image
+from ternaus_zoo.data.listing import list_images
+from ternaus_zoo.data.mask_datasets import SegmentationDataset
 
 
 def read_label_csv(
@@ -213,7 +216,7 @@ class MaskLabelDataset(TransformedDataset):
     non-void pixels (and at least one pixel); the labels are computed on the whole file, before any crop.
 
     Args:
-        images_dir / masks_dir: paired by stem (see :class:`~ternaus_zoo.data.datasets.SegmentationDataset`).
+        images_dir / masks_dir: paired by stem (see :class:`~ternaus_zoo.data.mask_datasets.SegmentationDataset`).
         num_classes: ``C``; mask values must be ``< C`` or ``ignore_index``.
         ignore_index: void value (CamVid: 11), left out of the fractions and of the auxiliary targets.
         min_fraction: presence threshold in ``[0, 1]``.

@@ -12,7 +12,7 @@ from pycocotools import mask as coco_mask  # the coco extra, part of the test ex
 
 from ternaus_zoo.data import SegmentationDataModule, SegmentationDataset
 from ternaus_zoo.data.coco import CocoMasks
-from ternaus_zoo.data.io import DataError
+from ternaus_zoo.data.errors import DataError
 
 HEIGHT, WIDTH = 12, 16
 

@@ -19,7 +19,7 @@ from ternaus_zoo.data.aux_targets import (
     labels_to_targets,
 )
 from ternaus_zoo.data.classification_datamodule import ClassificationDataModule
-from ternaus_zoo.data.io import DataError
+from ternaus_zoo.data.errors import DataError
 from ternaus_zoo.data.label_datasets import MaskLabelDataset, MultiLabelDataset, read_label_csv
 
 LABELS = ("cat", "dog", "sky")

@@ -11,7 +11,8 @@ import tifffile
 import torch
 
 from ternaus_zoo.data import SegmentationDataModule, SegmentationDataset
-from ternaus_zoo.data.io import DataError, read_multilabel_mask
+from ternaus_zoo.data.errors import DataError
+from ternaus_zoo.data.io import read_multilabel_mask
 
 
 def write_class_folders(root: Path, count: int = 6, size: int = 24) -> dict[str, np.ndarray]:
