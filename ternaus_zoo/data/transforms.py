@@ -41,14 +41,29 @@ def _check_channels(image: np.ndarray, expected: int, **_: Any) -> np.ndarray:
     return image
 
 
-def _head(info: ModelInfo) -> list[A.BasicTransform]:
+def channel_check(info: ModelInfo) -> list[A.BasicTransform]:
+    """The first step of every pipeline: refuse images of another channel count than ``info.in_channels``."""
     return [A.Lambda(image=functools.partial(_check_channels, expected=info.in_channels), name="check_channels")]
 
 
-def _normalize(info: ModelInfo) -> list[A.BasicTransform]:
+def normalization(info: ModelInfo) -> list[A.BasicTransform]:
+    """``uint8`` or [0, 1] ``float32`` -> ``float32`` normalised with ``info.mean``/``info.std``."""
     # ToFloat divides by the dtype's maximum (255 for uint8, 1 for float32), so both kinds of
     # read_image output end up in [0, 1] before the [0, 1]-based statistics are applied.
     return [A.ToFloat(), A.Normalize(mean=info.mean, std=info.std, max_pixel_value=1.0)]
+
+
+def color_jitter(info: ModelInfo) -> list[A.BasicTransform]:
+    """Brightness/contrast jitter, and hue/saturation jitter for RGB images (before :func:`normalization`)."""
+    steps: list[A.BasicTransform] = [A.RandomBrightnessContrast(p=0.5)]
+    if info.in_channels == 3:
+        steps.append(A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=0, p=0.5))
+    return steps
+
+
+def flips(d4: bool) -> A.BasicTransform:
+    """All 8 flips and 90-degree rotations (``d4``), or horizontal flips only."""
+    return A.D4() if d4 else A.HorizontalFlip()
 
 
 def train_transforms(
@@ -76,15 +91,12 @@ def train_transforms(
         float32 and ``mask`` ``(size, size)``.
     """
     steps = [
-        *_head(info),
+        *channel_check(info),
         A.RandomResizedCrop(size=(size, size), scale=scale, ratio=ratio, area_for_downscale="image"),
-        A.D4() if d4 else A.HorizontalFlip(),
+        flips(d4),
+        *(color_jitter(info) if color else []),
     ]
-    if color:
-        steps.append(A.RandomBrightnessContrast(p=0.5))
-        if info.in_channels == 3:
-            steps.append(A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=0, p=0.5))
-    return A.Compose([*steps, *_normalize(info), ToTensorV2()], strict=True)
+    return A.Compose([*steps, *normalization(info), ToTensorV2()], strict=True)
 
 
 def padded_side(size: int, multiple: int) -> int:
@@ -110,7 +122,7 @@ def val_transforms(info: ModelInfo, size: int | None = None, *, mask_fill: int =
         ``valid_size(original_size, size)``.
     """
     multiple = info.size_multiple
-    steps: list[A.BasicTransform] = [*_head(info)]
+    steps: list[A.BasicTransform] = [*channel_check(info)]
     if size is not None:
         steps.append(A.LongestMaxSize(max_size=size, area_for_downscale="image"))
         side = padded_side(size, multiple)
@@ -118,7 +130,7 @@ def val_transforms(info: ModelInfo, size: int | None = None, *, mask_fill: int =
     else:
         pad = {"min_height": None, "min_width": None, "pad_height_divisor": multiple, "pad_width_divisor": multiple}
     steps += [
-        *_normalize(info),
+        *normalization(info),
         A.PadIfNeeded(**pad, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill),
         ToTensorV2(),
     ]
