@@ -1,8 +1,11 @@
 """Loading weights into zoo models: ImageNet encoders through torchvision, and local checkpoints.
 
-``weights="imagenet"`` asks torchvision's weights API (``VGG11_Weights.IMAGENET1K_V1`` ...), which
-downloads once into ``$TORCH_HOME/hub/checkpoints`` and reads from there afterwards. Without a network
-and without the cached file the error names the file, the folder and the URL; a download never hangs.
+``weights="imagenet"`` takes the URL of torchvision's weights entry (``VGG11_Weights.IMAGENET1K_V1`` ...),
+downloads the file once into ``$TORCH_HOME/hub/checkpoints`` and reads it from there afterwards: its sha256
+must start with the hash in torchvision's file name (``resnet34-b627a593.pth``) and it is read with
+``torch.load(weights_only=True)``, so a file placed in the cache never runs code (torchvision's own
+``get_state_dict`` unpickles it with ``weights_only=False``). Without a network and without the cached
+file the error names the file, the folder and the URL; a download never hangs.
 
 ``weights=PATH`` reads a full model state dict, an encoder-only state dict (ours, or a torchvision
 classifier's), an original TernausNet checkpoint (``{"model": ...}``, with or without ``module.``) or
@@ -11,6 +14,7 @@ a Lightning checkpoint (``{"state_dict": {"model.<key>": ...}}``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -83,23 +87,47 @@ def _offline() -> bool:
     return any(os.environ.get(variable, "").lower() in ("1", "true", "yes") for variable in OFFLINE_VARIABLES)
 
 
+def _check_hash(path: Path, weights: WeightsEnum) -> None:
+    """Refuse ``path`` unless its sha256 starts with the hash torchvision's file name carries."""
+    found = torch.hub.HASH_REGEX.search(path.name)
+    if found is None:
+        raise WeightsError(f"{path}: the file name of {weights} carries no sha256 prefix to check the file against")
+    expected = found.group(1)
+    digest = hashlib.sha256()
+    with path.open("rb") as file:  # in blocks, not hashlib.file_digest: that needs Python 3.11
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(expected):
+        raise WeightsError(
+            f"{path} is not {weights}: its sha256 must start with {expected} (it starts with "
+            f"{digest.hexdigest()[: len(expected)]}); delete it and download {weights.url} again"
+        )
+
+
 def fetch_imagenet_state_dict(weights: WeightsEnum) -> dict[str, Tensor]:
-    """torchvision's state dict for ``weights``, from the cache, downloading it once if allowed."""
+    """torchvision's state dict for ``weights``, from the cache, downloading it once if allowed; the file's
+    hash is checked and it is read with ``weights_only=True``."""
     cached = torchvision_cache_file(weights)
     where = (
         f"Download {weights.url} and save it as {cached} (folder {cached.parent}; set TORCH_HOME to use another "
         "cache), or pass weights=<path to a local checkpoint>."
     )
-    if not cached.is_file() and _offline():
-        raise WeightsError(f"{weights} is not cached and downloads are off ({'/'.join(OFFLINE_VARIABLES)}). {where}")
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        return weights.get_state_dict(progress=True)
-    except (OSError, RuntimeError) as error:  # URLError is an OSError; a truncated download a RuntimeError
-        raise WeightsError(f"could not load {weights}: {error}. {where}") from error
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
+    if not cached.is_file():
+        if _offline():
+            raise WeightsError(
+                f"{weights} is not cached and downloads are off ({'/'.join(OFFLINE_VARIABLES)}). {where}"
+            )
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+        try:  # writes a temporary file and moves it into place only when complete
+            torch.hub.download_url_to_file(weights.url, str(cached), progress=True)
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise WeightsError(f"could not download {weights}: {error}. {where}") from error
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
+    _check_hash(cached, weights)
+    return read_checkpoint(cached)
 
 
 def load_container(path: str | os.PathLike) -> object:

@@ -2,25 +2,41 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
 import torch
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from ternaus_zoo.weights import torchvision_cache_file
 
 
+def cache_as_torchvision(monkeypatch: pytest.MonkeyPatch, weights: WeightsEnum, content: object) -> Path:
+    """Save ``content`` in the per-test ``TORCH_HOME`` as torchvision's file for ``weights``, named after its
+    own sha256 prefix as torchvision names its files; ``monkeypatch`` points the entry's URL at that name."""
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    real = torchvision_cache_file(weights)  # e.g. resnet34-b627a593.pth
+    path = real.with_name(f"{real.name.split('-')[0]}-{hashlib.sha256(buffer.getbuffer()).hexdigest()[:8]}.pth")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getbuffer())
+    monkeypatch.setattr(weights.value, "url", weights.url.rsplit("/", 1)[0] + "/" + path.name)
+    return path
+
+
 def cache_torchvision_weights(
-    name: str, keep: str = "", entry: str = "IMAGENET1K_V1", seed: int = 0
+    monkeypatch: pytest.MonkeyPatch, name: str, keep: str = "", entry: str = "IMAGENET1K_V1", seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Save a seeded random torchvision ``name`` where torchvision's weights API looks for its ImageNet
-    weights ``entry`` (under the per-test ``TORCH_HOME``) and return what was saved.
+    """Save a seeded random torchvision ``name`` where ``weights="imagenet"`` looks for its ImageNet weights
+    ``entry`` (under the per-test ``TORCH_HOME``, see :func:`cache_as_torchvision`) and return what was saved.
 
     ``keep``: save only the keys starting with it (VGG's classifier holds 120M parameters an encoder
     never reads)."""
     torch.manual_seed(seed)
     state = {key: value for key, value in get_model(name, weights=None).state_dict().items() if key.startswith(keep)}
-    path = torchvision_cache_file(get_model_weights(name)[entry])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    cache_as_torchvision(monkeypatch, get_model_weights(name)[entry], state)
     return state
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 import time
 from urllib.error import URLError
 
 import pytest
 import torch
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import ResNet34_Weights, get_model, get_model_weights
 
 from ternaus_zoo import WeightsError, create_model
 from ternaus_zoo.weights import adapt_first_conv, load_container, torchvision_cache_file
-from tests.fakes import cache_torchvision_weights
+from tests.fakes import cache_as_torchvision, cache_torchvision_weights
 
 # registry name -> (torchvision model whose ImageNet file it reads, prefix of the encoder in that file,
 #                   attribute path of the encoder in our model, create_model kwargs)
@@ -25,9 +27,10 @@ PRETRAINED = {
 
 
 @pytest.mark.parametrize("name", sorted(PRETRAINED))
-def test_imagenet_weights_fill_the_encoder_exactly(name):
+def test_imagenet_weights_fill_the_encoder_exactly(name, monkeypatch):
+    """A state dict saved under a name carrying its own sha256 prefix (as torchvision names its files) loads."""
     source, prefix, encoder_path, kwargs = PRETRAINED[name]
-    state = cache_torchvision_weights(source)
+    state = cache_torchvision_weights(monkeypatch, source)
     model = create_model(name, weights="imagenet", **kwargs)
     encoder_state = model.get_submodule(encoder_path).state_dict()
     compared = 0
@@ -40,8 +43,8 @@ def test_imagenet_weights_fill_the_encoder_exactly(name):
     assert compared == len(expected)
 
 
-def test_imagenet_first_conv_adapted_to_four_and_one_channels():
-    state = cache_torchvision_weights("vgg11")
+def test_imagenet_first_conv_adapted_to_four_and_one_channels(monkeypatch):
+    state = cache_torchvision_weights(monkeypatch, "vgg11")
     rgb = state["features.0.weight"]
     four = create_model("unet11", in_channels=4, weights="imagenet").encoder[0].weight.detach()
     torch.testing.assert_close(four[:, :3], rgb, rtol=0, atol=0)
@@ -69,18 +72,75 @@ def test_offline_without_cache_names_the_file_and_does_not_hang():
     assert time.perf_counter() - started < 60  # a network wait would take minutes; a loaded CPU takes ~20 s
 
 
+def _allow_downloads(monkeypatch):
+    for variable in ("TERNAUS_ZOO_OFFLINE", "HF_HUB_OFFLINE", "TORCH_HUB_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+
+
 def test_failed_download_names_the_file(monkeypatch):
-    monkeypatch.delenv("TERNAUS_ZOO_OFFLINE")
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("TORCH_HUB_OFFLINE", raising=False)
+    _allow_downloads(monkeypatch)
 
     def refuse(*args, **kwargs):
         raise URLError("no network in this test")
 
-    monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", refuse)
+    monkeypatch.setattr("torch.hub.download_url_to_file", refuse)
     with pytest.raises(WeightsError, match="no network in this test") as error:
         create_model("albunet34", weights="imagenet")
     assert str(torchvision_cache_file(get_model_weights("resnet34").IMAGENET1K_V1)) in str(error.value)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: what a planted checkpoint could do instead."""
+
+    def __init__(self, marker: pathlib.Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def _payload_state(marker: pathlib.Path) -> dict:
+    return {"conv1.weight": torch.zeros(64, 3, 7, 7), "payload": _Payload(marker)}
+
+
+def _unsafe_load(path, **kwargs):
+    return torch.load(path, weights_only=False)
+
+
+def test_a_planted_file_under_the_real_name_is_refused_by_its_hash(tmp_path, monkeypatch):
+    """The hash check alone: even with an unpickling loader the payload never runs."""
+    monkeypatch.setattr("ternaus_zoo.weights.load_container", _unsafe_load)
+    marker = tmp_path / "ran"
+    planted = torchvision_cache_file(ResNet34_Weights.IMAGENET1K_V1)
+    assert planted.name == "resnet34-b627a593.pth"
+    planted.parent.mkdir(parents=True)
+    torch.save(_payload_state(marker), planted)
+    with pytest.raises(
+        WeightsError, match=rf"^{re.escape(str(planted))} is not .*sha256 must start with b627a593[^\n]*$"
+    ):
+        create_model("linknet34", weights="imagenet")
+    assert not marker.exists()
+
+
+def test_a_planted_file_with_its_own_true_hash_is_refused_by_weights_only(tmp_path, monkeypatch):
+    """``weights_only=True`` alone: the file passes the hash check (the entry's URL names its true hash)."""
+    marker = tmp_path / "ran"
+    planted = cache_as_torchvision(monkeypatch, ResNet34_Weights.IMAGENET1K_V1, _payload_state(marker))
+    with pytest.raises(WeightsError, match=rf"^{re.escape(str(planted))} carries pickled Python objects"):
+        create_model("linknet34", weights="imagenet")
+    assert not marker.exists()
+
+
+def test_a_download_is_checked_like_a_cached_file(tmp_path, monkeypatch):
+    _allow_downloads(monkeypatch)
+    marker = tmp_path / "ran"
+    monkeypatch.setattr("ternaus_zoo.weights.load_container", _unsafe_load)
+    monkeypatch.setattr(
+        "torch.hub.download_url_to_file", lambda url, dst, **kwargs: torch.save(_payload_state(marker), dst)
+    )
+    with pytest.raises(WeightsError, match="sha256 must start with b627a593"):
+        create_model("linknet34", weights="imagenet")
+    assert not marker.exists()
 
 
 def test_model_without_pretrained_encoder_says_so():

@@ -16,7 +16,7 @@ from ternaus_zoo.inference.ensemble import (
     model_from_checkpoint,
     refresh_batchnorm,
 )
-from ternaus_zoo.weights import WeightsError
+from ternaus_zoo.weights import WeightsError, load_container
 
 
 class FixedLogits(nn.Module):
@@ -160,7 +160,7 @@ def test_model_from_averaged_checkpoints_with_batchnorm_refresh(tmp_path):
         net[1].running_mean.fill_(100.0)
         paths.append(tmp_path / f"epoch={epoch}.ckpt")
         lightning_checkpoint(net, paths[-1], model="custom")
-    expected_weight = torch.stack([torch.load(path)["state_dict"]["model.0.weight"] for path in paths]).mean(0)
+    expected_weight = torch.stack([load_container(path)["state_dict"]["model.0.weight"] for path in paths]).mean(0)
 
     averaged = model_from_averaged_checkpoints(paths, loader=lambda path: small_bn_net())
     assert torch.allclose(averaged[0].weight, expected_weight)

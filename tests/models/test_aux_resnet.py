@@ -178,8 +178,8 @@ def test_aux_loss_on_layer3_reaches_layer3_not_layer4():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_imagenet_weights_fill_the_encoder_exactly(name):
-    state = cache_torchvision_weights(ENCODERS[name])
+def test_imagenet_weights_fill_the_encoder_exactly(name, monkeypatch):
+    state = cache_torchvision_weights(monkeypatch, ENCODERS[name])
     model = create_model(name, num_classes=5, weights="imagenet")
     compared = 0
     for key, value in model.encoder.state_dict().items():
@@ -191,8 +191,8 @@ def test_imagenet_weights_fill_the_encoder_exactly(name):
     assert model.fc.weight.shape == (5, model.encoder.layer4[-1].conv1.in_channels)
 
 
-def test_imagenet_weights_with_four_channels_keep_rgb_and_add_their_mean():
-    state = cache_torchvision_weights("resnet34")
+def test_imagenet_weights_with_four_channels_keep_rgb_and_add_their_mean(monkeypatch):
+    state = cache_torchvision_weights(monkeypatch, "resnet34")
     model = create_model("aux_resnet34", in_channels=4, weights="imagenet")
     rgb = state["conv1.weight"]
     first = model.encoder.conv1.weight.detach()

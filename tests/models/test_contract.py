@@ -60,9 +60,9 @@ def test_gapnet_is_the_resnet34_gapnet():
     assert model.head.in_features == sum((64, 64, 128, 256, 512))
 
 
-def test_weights_by_torchvision_tag(tmp_path):
-    v1 = cache_torchvision_weights("resnet50", entry="IMAGENET1K_V1", seed=0)
-    v2 = cache_torchvision_weights("resnet50", entry="IMAGENET1K_V2", seed=1)
+def test_weights_by_torchvision_tag(tmp_path, monkeypatch):
+    v1 = cache_torchvision_weights(monkeypatch, "resnet50", entry="IMAGENET1K_V1", seed=0)
+    v2 = cache_torchvision_weights(monkeypatch, "resnet50", entry="IMAGENET1K_V2", seed=1)
     default = create_model("aux_resnet50", weights="imagenet").encoder.state_dict()
     second = create_model("aux_resnet50", weights="imagenet1k_v2").encoder.state_dict()
     key = "layer4.2.conv3.weight"
@@ -72,8 +72,8 @@ def test_weights_by_torchvision_tag(tmp_path):
         create_model("aux_resnet50", weights="imagenet21k")
 
 
-def test_unet11_batch_norm_reads_vgg11_bn_weights():
-    state = cache_torchvision_weights("vgg11_bn", keep="features.")
+def test_unet11_batch_norm_reads_vgg11_bn_weights(monkeypatch):
+    state = cache_torchvision_weights(monkeypatch, "vgg11_bn", keep="features.")
     model = create_model("unet11", batch_norm=True, weights="imagenet")
     for key, value in model.encoder.state_dict().items():
         torch.testing.assert_close(value, state["features." + key], rtol=0, atol=0)

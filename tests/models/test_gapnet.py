@@ -212,8 +212,8 @@ def test_wrong_channels_are_named():
     ],
 )
 @pytest.mark.parametrize("in_channels", [3, 4])
-def test_imagenet_weights_fill_the_encoder_exactly(name, source, prefix, in_channels):
-    state = cache_torchvision_weights(source, keep=prefix)
+def test_imagenet_weights_fill_the_encoder_exactly(name, source, prefix, in_channels, monkeypatch):
+    state = cache_torchvision_weights(monkeypatch, source, keep=prefix)
     model = create_model(name, num_classes=2, in_channels=in_channels, weights="imagenet")
     first_conv = "0.weight" if prefix else "conv1.weight"
     compared = 0

@@ -31,6 +31,7 @@ from ternaus_zoo.bagging import (
 from ternaus_zoo.cli import main
 from ternaus_zoo.data import load_folds, valid_size
 from ternaus_zoo.training import SegmentationModule
+from ternaus_zoo.weights import load_container
 from tests.training.test_cli import TINY
 from tests.training.test_module import TINY_UNET
 from tests.training.test_module import _data as tiny_data
@@ -113,7 +114,7 @@ def test_only_fold_resume_assemble_and_bootstrap(shapes_folder, tmp_path, monkey
     (bag_dir / "fold0" / "done.json").unlink()
     _bag(shapes_folder, bag_dir, "--folds=2", "--only_fold=0", "--trainer.max_epochs=2")
     assert Path(fit_calls[-1]["ckpt_path"]) == bag_dir / "fold0" / "checkpoints" / "last.ckpt"
-    last = torch.load(bag_dir / "fold0" / "checkpoints" / "last.ckpt", weights_only=False)
+    last = load_container(bag_dir / "fold0" / "checkpoints" / "last.ckpt")
     assert last["epoch"] == 1 and last["global_step"] == 2 * 2  # 4 training images, batch 2, 2 epochs
     assert (bag_dir / "fold0" / "metrics-1.csv").is_file()  # the first run's metrics are kept
     assert json.loads((bag_dir / "fold0" / "done.json").read_text())["resumed"] is True

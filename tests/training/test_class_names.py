@@ -23,6 +23,7 @@ from ternaus_zoo.inference import model_from_checkpoint
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
 from ternaus_zoo.models.pretrained import CONFIG_FILE, save_pretrained
 from ternaus_zoo.training import SegmentationModule
+from ternaus_zoo.weights import load_container
 from tests.training.test_cli import TINY
 
 NAMES = ["background", "left", "right"]
@@ -59,7 +60,7 @@ def test_names_travel_into_the_logs_the_checkpoint_the_model_and_the_test_table(
     assert {"val/iou", "val/dice", "val/miou"} <= set(header)  # the aggregate keys stay
 
     (best,) = (tmp_path / "run" / "checkpoints").glob("best-*.ckpt")
-    checkpoint = torch.load(best, weights_only=False)
+    checkpoint = load_container(best)
     assert checkpoint["hyper_parameters"]["class_names"] == NAMES
     assert "class_names" not in checkpoint["datamodule_hyper_parameters"]  # saved once, by the module
     model = model_from_checkpoint(best)
@@ -193,5 +194,5 @@ def test_multiclass_bag_manifest_holds_per_class_oof_scores_by_name(class_folder
         assert list(entry["oof"]["iou_per_class"]) == NAMES
         assert {f"val/iou/{name}" for name in NAMES} <= set(entry["metrics"])
     assert {f"val/iou/{name}" for name in NAMES} <= set(manifest["metrics"])
-    checkpoint = torch.load(bag_dir / manifest["checkpoints"][0], weights_only=False)
+    checkpoint = load_container(bag_dir / manifest["checkpoints"][0])
     assert checkpoint["hyper_parameters"]["class_names"] == NAMES

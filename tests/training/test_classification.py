@@ -13,6 +13,7 @@ from ternaus_zoo.data.aux_targets import IGNORE
 from ternaus_zoo.metrics.classification import search_thresholds
 from ternaus_zoo.training.classification import ClassificationModule, masked_bce_with_logits
 from ternaus_zoo.training.mixing import BatchMixer, cutmix, cutmix_box, mixup
+from ternaus_zoo.weights import load_container
 
 # training_step called outside a Trainer logs nowhere, which Lightning warns about
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -191,7 +192,7 @@ def test_thresholds_are_tuned_saved_and_used_by_predict(tmp_path):
     assert trainer.callback_metrics["val/f1_macro_tuned"] == pytest.approx(float(best.mean()), abs=1e-6)
 
     (best_path,) = (tmp_path / "checkpoints").glob("best-*.ckpt")
-    checkpoint = torch.load(best_path, weights_only=False)
+    checkpoint = load_container(best_path)
     assert checkpoint["thresholds"] == pytest.approx(expected.tolist())
     restored = ClassificationModule.load_from_checkpoint(best_path)
     assert torch.allclose(restored.thresholds, expected) and restored.hparams.model == "aux_resnet18"

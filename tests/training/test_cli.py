@@ -22,6 +22,7 @@ from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.inference import from_pretrained, model_from_checkpoint
 from ternaus_zoo.inference.predict import load_predictor, prediction_spec
 from ternaus_zoo.training import SegmentationModule
+from ternaus_zoo.weights import load_container
 
 TINY = [
     "--model.model=unet",
@@ -55,7 +56,7 @@ def test_fit_writes_checkpoints_logs_config_and_folds(shapes_folder, tmp_path, m
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["model"] == "unet" and config["data"]["dataset"] == str(shapes_folder)
     assert (run / "folds.csv").is_file()
-    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoint = load_container(run / "checkpoints" / "last.ckpt")
     assert checkpoint["hyper_parameters"]["model"] == "unet"
     assert checkpoint["global_step"] == 2 * 2  # 6 training images (fold 0 holds out 4 of 8 -> 4), batch 2
 
