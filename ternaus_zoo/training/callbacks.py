@@ -16,32 +16,39 @@ from ternaus_zoo.data.display import colour_masks
 
 
 class CycleSnapshots(Callback):
-    """Saves ``snapshot-cycleNN.ckpt`` after every ``cycle_steps`` optimiser steps: one run of a
-    cyclic schedule then yields a snapshot ensemble (the Carvana recipe).
+    """Saves ``snapshot-cycleNN.ckpt`` at the end of every cycle of the schedule: one run of a cyclic schedule
+    then yields a snapshot ensemble (the Carvana recipe).
 
     Args:
-        cycle_steps: steps in one cycle of the schedule; ``None``: the module's ``cycle_steps``
-            attribute, read when training starts (it is known once the optimiser is configured).
+        cycle_steps: a cycle every so many optimiser steps; ``None``: the cycles the module's schedule has
+            completed (its ``completed_cycles()``, which follows the run's progress, in steps or training time).
         dirpath: folder of the snapshots; default: the trainer's ``log_dir/checkpoints``.
     """
 
     def __init__(self, cycle_steps: int | None = None, dirpath: str | None = None) -> None:
+        if cycle_steps is not None and cycle_steps < 1:
+            raise ValueError(f"CycleSnapshots needs cycle_steps >= 1, got {cycle_steps}")
         self.cycle_steps = cycle_steps
         self.dirpath = dirpath
+        self._saved = 0
+
+    def completed(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> int:
+        """The cycles completed so far."""
+        if self.cycle_steps is not None:
+            return trainer.global_step // self.cycle_steps
+        return pl_module.completed_cycles()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.cycle_steps is None:
-            self.cycle_steps = getattr(pl_module, "cycle_steps", None)
-        if self.cycle_steps is None or self.cycle_steps < 1:
-            raise ValueError(f"CycleSnapshots needs cycle_steps >= 1, got {self.cycle_steps}")
+        self._saved = self.completed(trainer, pl_module)  # a resumed run has saved the cycles before
 
     def snapshot_dir(self, trainer: pl.Trainer) -> Path:
         return Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints")
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
-        step = trainer.global_step
-        if step > 0 and step % self.cycle_steps == 0:
-            trainer.save_checkpoint(self.snapshot_dir(trainer) / f"snapshot-cycle{step // self.cycle_steps:02d}.ckpt")
+        done = self.completed(trainer, pl_module)
+        if done > self._saved:
+            self._saved = done
+            trainer.save_checkpoint(self.snapshot_dir(trainer) / f"snapshot-cycle{done:02d}.ckpt")
 
 
 def _display(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:

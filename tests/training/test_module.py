@@ -153,7 +153,9 @@ def test_checkpoint_with_the_old_flat_hyperparameters_loads(tmp_path):
         optimizer="sgd", lr=0.02, encoder_lr_ratio=0.5, freeze_encoder_epochs=1, scheduler="cyclic",
         scheduler_kwargs={"cycle_epochs": 4},
     )  # fmt: skip
-    assert dict(module.hparams) == {**hyper_parameters, "class_names": None, "multilabel": False}  # added since
+    added_since = {"class_names": None, "multilabel": False, "freeze_encoder_fraction": 0.0}
+    added_since |= {"train_minutes": None, "val_every_minutes": None}
+    assert dict(module.hparams) == {**hyper_parameters, **added_since}
     assert torch.equal(module.state_dict()["model.final.weight"], state["model.final.weight"])
 
 

@@ -1,4 +1,4 @@
-"""Each schedule's shape, read back per step from the optimiser."""
+"""Each schedule's shape, read back per step from the optimiser: over a run of known steps, torch's rates."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import pytest
 import torch
 
 from ternaus_zoo.training import StepCyclicRates, build_scheduler
+from ternaus_zoo.training.progress import RunProgress
 
 
 def _rates(name: str, steps: int, lr: float = 1.0, steps_per_epoch: int = 10, **kwargs) -> list[float]:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    scheduler = build_scheduler(optimizer, name, total_steps=steps, steps_per_epoch=steps_per_epoch, **kwargs)
+    progress = RunProgress(total_steps=steps)
+    scheduler = build_scheduler(optimizer, name, progress=progress, steps_per_epoch=steps_per_epoch, **kwargs)
     rates = []
     for _ in range(steps):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -69,10 +71,10 @@ def test_step_cyclic_is_piecewise_constant_and_repeats():
 
 
 def test_step_cyclic_rates_validate():
-    assert StepCyclicRates((1.0, 0.5), (2, 1)).cycle_steps == 3
+    assert StepCyclicRates((1.0, 0.5), (0.5, 0.25)).cycle_length == 0.75
     with pytest.raises(ValueError, match="one length"):
-        StepCyclicRates((1.0,), (2, 1))
-    with pytest.raises(ValueError, match="at least one step"):
+        StepCyclicRates((1.0,), (0.5, 0.25))
+    with pytest.raises(ValueError, match="must be > 0"):
         StepCyclicRates((1.0,), (0,))
 
 
@@ -84,5 +86,7 @@ def test_unknown_schedule():
 def test_cyclic_keeps_discriminative_ratios():
     encoder, decoder = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([{"params": [decoder], "lr": 1e-3}, {"params": [encoder], "lr": 1e-4}])
-    build_scheduler(optimizer, "cyclic", total_steps=10, steps_per_epoch=10, max_lr=1e-3, base_lr=1e-4)
+    build_scheduler(
+        optimizer, "cyclic", progress=RunProgress(total_steps=10), steps_per_epoch=10, max_lr=1e-3, base_lr=1e-4
+    )
     assert optimizer.param_groups[1]["lr"] == pytest.approx(optimizer.param_groups[0]["lr"] / 10)
