@@ -32,8 +32,9 @@ from ternaus_zoo.data.errors import DataError, format_examples
 from ternaus_zoo.data.folds import HOLDOUT, contiguous_groups, holdout_split, load_folds, make_folds, save_folds
 from ternaus_zoo.data.io import read_image
 from ternaus_zoo.data.listing import list_images
+from ternaus_zoo.data.patches import patch_transforms
 from ternaus_zoo.data.transforms import train_transforms, val_transforms
-from ternaus_zoo.errors import MissingPathError
+from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.registry import ModelInfo, registered
 
 DATA_VARIABLE = "TERNAUS_ZOO_DATA"
@@ -62,8 +63,16 @@ class FoldedDataModule(pl.LightningDataModule):
         group_blocks: ``> 0``: cut the sorted stems into that many contiguous blocks, each kept in
             one fold (use ``n_folds`` blocks for one block per fold).
         folds_file: reuse the split of a ``folds.csv`` instead of computing it.
-        image_size: side of the training crops.
-        scale: area range of the random resized crop.
+        image_size: side of the training crops (when ``patch_size`` is ``None``).
+        scale: area range of the random resized crop (when ``patch_size`` is ``None``).
+        patch_size: train on random ``patch_size x patch_size`` patches of the image at the working scale
+            (its longest side resized to ``val_size``, or native resolution when ``val_size`` is ``None``),
+            padded when smaller (see :func:`~ternaus_zoo.data.patches.patch_transforms`); a multiple of the
+            model's ``size_multiple``. ``None``: random resized crops of 50-100 % of the image to ``image_size``.
+        patch_scale: range of the random factor applied to the working scale of the patches.
+        foreground_share: the share of patches centred on a pixel of a class drawn uniformly among the classes
+            present in the mask (binary: the foreground; classes other than 0 and ``ignore_index``; multi-label:
+            the channels with a pixel), for data where foreground or some classes are rare.
         d4: D4 augmentation (flips and 90-degree rotations); ``False``: horizontal flips only.
         color: colour augmentations.
         val_size: longest side of the evaluation images (resized, then padded to a square); ``None`` keeps
@@ -96,6 +105,9 @@ class FoldedDataModule(pl.LightningDataModule):
         folds_file: str | None = None,
         image_size: int = 256,
         scale: tuple[float, float] = (0.5, 1.0),
+        patch_size: int | None = None,
+        patch_scale: tuple[float, float] = (0.85, 1.15),
+        foreground_share: float = 0.0,
         d4: bool = True,
         color: bool = True,
         val_size: int | None = None,
@@ -109,6 +121,12 @@ class FoldedDataModule(pl.LightningDataModule):
         self.save_hyperparameters(ignore=["info", *MODULE_OWNED, *self.unsaved_hyperparameters])
         if not 0 <= fold < n_folds:
             raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+        if patch_size is not None and patch_size < 1:
+            raise BadValueError(f"data.patch_size must be a positive number of pixels, got {patch_size}")
+        if not 0 < patch_scale[0] <= patch_scale[1]:
+            raise BadValueError(f"data.patch_scale must be [low, high] with 0 < low <= high, got {list(patch_scale)}")
+        if not 0 <= foreground_share <= 1:
+            raise BadValueError(f"data.foreground_share must be in [0, 1], got {foreground_share}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
         self.root = Path(root) / dataset if root else Path(dataset)
         self.dataset, self.images = dataset, images
@@ -117,6 +135,7 @@ class FoldedDataModule(pl.LightningDataModule):
         self.fold, self.n_folds, self.seed = fold, n_folds, seed
         self.holdout_every, self.group_blocks, self.folds_file = holdout_every, group_blocks, folds_file
         self.image_size, self.scale, self.d4, self.color, self.val_size = image_size, scale, d4, color, val_size
+        self.patch_size, self.patch_scale, self.foreground_share = patch_size, patch_scale, foreground_share
         self.batch_size, self.num_workers = batch_size, num_workers
         self.predict_dir, self.run_dir = predict_dir, run_dir
         self.folds: dict[str, int] = {}
@@ -234,7 +253,7 @@ class FoldedDataModule(pl.LightningDataModule):
         if directory is not None:
             self.save_folds(directory)
         info = self.info
-        train = train_transforms(info, self.image_size, scale=tuple(self.scale), d4=self.d4, color=self.color)
+        train = self.train_transforms(info)
         evaluation = self.eval_transforms(info)
         self.train_dataset = self._subset(self.stems_of("train"), train, train=True)
         self.val_dataset = self._subset(self.stems_of("val"), evaluation, train=False)
@@ -245,6 +264,28 @@ class FoldedDataModule(pl.LightningDataModule):
     def mask_fill(self) -> int:
         """The value masks are padded with in evaluation: ``ignore_index``, else 0."""
         return self.ignore_index if self.ignore_index is not None else 0
+
+    def train_transforms(self, info: ModelInfo) -> A.Compose:
+        """The training pipeline: patches at the working scale (``patch_size``), else random resized crops."""
+        if self.patch_size is None:
+            return train_transforms(info, self.image_size, scale=tuple(self.scale), d4=self.d4, color=self.color)
+        if self.patch_size % info.size_multiple:
+            raise BadValueError(
+                f"data.patch_size {self.patch_size} is not a multiple of {self.model_name}'s size_multiple "
+                f"{info.size_multiple}: the patch is also the tile of prediction"
+            )
+        ignore = (0,) if self.ignore_index is None else (0, self.ignore_index)
+        return patch_transforms(
+            info,
+            self.patch_size,
+            self.val_size,
+            scale=tuple(self.patch_scale),
+            d4=self.d4,
+            color=self.color,
+            mask_fill=self.mask_fill,
+            foreground_share=self.foreground_share,
+            ignore_values=ignore,
+        )
 
     def eval_transforms(self, info: ModelInfo) -> A.Compose:
         """The evaluation pipeline (validation, test and prediction): ``val_transforms`` at ``val_size``."""

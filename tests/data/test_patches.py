@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
+from ternaus_zoo.cli import main
 from ternaus_zoo.data.patches import patch_transforms
 from ternaus_zoo.registry import registered
 
@@ -94,3 +98,63 @@ def test_the_same_seed_gives_the_same_patches():
     first, again, other = (_patches(transform, image, mask, 5, seed) for seed in (7, 7, 8))
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, again, strict=True))
     assert not all(torch.equal(a["image"], b["image"]) for a, b in zip(first, other, strict=True))
+
+
+TINY = [
+    "--model.model=unet",
+    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
+    "--data.batch_size=2",
+    "--data.num_workers=0",
+    "--data.n_folds=2",
+    "--trainer.accelerator=cpu",
+    "--trainer.max_steps=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def _run(folder: Path) -> Path:
+    (run,) = (folder / "runs" / "lightning_logs").iterdir()
+    return run
+
+
+def test_fit_trains_on_patches_at_native_resolution(make_folder, tmp_path, monkeypatch):
+    images, _ = make_folder(n=6, size=(40, 56))
+    monkeypatch.chdir(tmp_path)
+    patches = ["--data.patch_size=32", "--data.foreground_share=0.5", "--data.val_size=null"]
+    main(["fit", f"--data.dataset={images.parent}", *TINY, *patches])
+    run = _run(tmp_path)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    data = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert (data["patch_size"], data["foreground_share"], data["val_size"]) == (32, 0.5, None)
+
+
+def test_a_plan_with_class_weights_and_class_aware_patches_runs_from_its_yaml(make_folder, tmp_path, monkeypatch):
+    images, _ = make_folder(n=6, size=(40, 56), classes=3)
+    monkeypatch.chdir(tmp_path)
+    plan = {
+        "model": {"num_classes": 3, "loss": {"ce": {"weight": 1.0, "class_weights": [0.2, 1.0, 3.0]}}},
+        "data": {"dataset": str(images.parent), "mask_mode": "classes", "patch_size": 32, "foreground_share": 1.0},
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(plan))
+    main(["fit", "--config=plan.yaml", *TINY])
+    checkpoint = torch.load(_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert checkpoint["hyper_parameters"]["loss"]["ce"]["class_weights"] == [0.2, 1.0, 3.0]
+
+
+@pytest.mark.parametrize(
+    ("option", "named"),
+    [
+        ("--data.foreground_share=1.5", "data.foreground_share"),
+        ("--data.patch_scale=[1.2, 0.8]", "data.patch_scale"),
+        ("--data.patch_size=40", "data.patch_size 40 is not a multiple"),  # the tile of prediction too
+    ],
+)
+def test_bad_patch_options_end_with_one_line_naming_them(option, named, make_folder, tmp_path, monkeypatch, capsys):
+    images, _ = make_folder(n=4, size=(40, 56))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", f"--data.dataset={images.parent}", *TINY, option])
+    error = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and named in error and len(error.splitlines()) == 1
