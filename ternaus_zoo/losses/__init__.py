@@ -9,10 +9,12 @@
   :class:`WeightedBCELoss`.
 
 Half-precision logits are computed in float32. :func:`build_loss` builds a loss or a
-:class:`WeightedSumLoss` from a name or a mapping (as read from YAML), by the names of :data:`LOSSES`.
+:class:`WeightedSumLoss` from a name or a mapping (as read from YAML), by the names of :data:`LOSSES`. Rare classes
+get ``class_weights`` (``ce``, ``ce_jaccard``; ``alpha`` of ``focal``), e.g. :func:`frequency_weights` of their
+pixel frequencies.
 """
 
-from ternaus_zoo.losses._common import LossTask
+from ternaus_zoo.losses._common import LossTask, frequency_weights
 from ternaus_zoo.losses.builder import LOSSES, LossConfig, PerChannelLoss, WeightedSumLoss, build_loss
 from ternaus_zoo.losses.classification import MultiLabelFocalLoss, WeightedBCELoss
 from ternaus_zoo.losses.cross_entropy import BinaryCrossEntropyLoss, CrossEntropyLoss
@@ -39,6 +41,7 @@ __all__ = [
     "WeightedBCELoss",
     "WeightedSumLoss",
     "build_loss",
+    "frequency_weights",
     "lovasz_grad",
     "lovasz_hinge",
     "lovasz_softmax",

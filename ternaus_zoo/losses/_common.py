@@ -12,6 +12,8 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from ternaus_zoo.errors import BadValueError
+
 LossTask = Literal["binary", "multiclass", "multilabel"]
 """What a loss expects: binary masks ``(B, 1, H, W)``, class maps ``(B, H, W)`` or multi-label ``(B, C)`` targets."""
 
@@ -29,14 +31,36 @@ def as_weight_tensor(values: float | Sequence[float] | Tensor | None, name: str)
         return None
     tensor = torch.as_tensor(values, dtype=torch.float32)
     if not torch.isfinite(tensor).all() or (tensor < 0).any():
-        raise ValueError(f"{name} must be finite and non-negative, got {values}")
+        raise BadValueError(f"{name} must be finite and non-negative, got {values}")
     return tensor
 
 
 def check_class_weights(weights: Tensor | None, num_classes: int, name: str = "class_weights") -> None:
-    """Raise a ``ValueError`` unless ``weights`` is ``None`` or holds one value per class."""
+    """Raise a ``BadValueError`` (a ``ValueError``) unless ``weights`` is ``None`` or holds one value per class.
+
+    Weights come from the user's YAML, and only the logits tell the class count: a wrong length is a user error,
+    one line on the command line, even when first met inside a training step.
+    """
     if weights is not None and weights.numel() != num_classes:
-        raise ValueError(f"{name} has {weights.numel()} values for {num_classes} classes")
+        raise BadValueError(f"{name} has {weights.numel()} values for {num_classes} classes: give one per class")
+
+
+def frequency_weights(frequencies: Sequence[float], power: float = 0.5) -> list[float]:
+    """Per-class loss weights ``f_c ** -power`` from class pixel frequencies ``f_c``, for ``class_weights``.
+
+    ``power=0.5`` (inverse square root) lifts a class 10 000 times rarer than another by 100, ``power=1`` by
+    10 000. Scaled so that the pixel-weighted mean ``sum_c f_c w_c / sum_c f_c`` is 1 (an average pixel keeps
+    weight 1); a class of frequency 0 (absent from the training masks) gets the largest weight of the others.
+    """
+    values = torch.as_tensor(frequencies, dtype=torch.float64)
+    present = values > 0
+    if values.dim() != 1 or not present.any() or (values < 0).any() or not torch.isfinite(values).all():
+        raise BadValueError(f"class frequencies must be finite, non-negative and not all 0, got {list(frequencies)}")
+    weights = torch.zeros_like(values)
+    weights[present] = values[present] ** -power
+    weights = weights / ((values * weights).sum() / values.sum())
+    weights[~present] = weights[present].max()
+    return weights.tolist()
 
 
 class BinaryBatch(NamedTuple):
