@@ -12,6 +12,9 @@ PACKAGE = Path(ternaus_zoo.__file__).parent
 # top-level part of the package -> its layer; a part may import only parts of lower layers (and itself)
 LAYERS = {
     "cli": 7,  # the one entry point: routes to every command
+    "cli_planning": 7,  # plan and auto, routed to (lazily) by cli.py
+    "cli_select": 7,  # select: argparse over planning/, routed to (lazily) by cli.py
+    "planning": 6,  # decides from fingerprints, timings and out-of-fold predictions through the layers below
     "cli_classification": 6,
     "bagging": 5,
     "cli_lightning": 5,  # LightningCLI over the modules, shared by both tasks' commands
