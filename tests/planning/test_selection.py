@@ -204,3 +204,25 @@ def test_masks_are_read_at_their_original_size(tmp_path):
     bag = load_bag(write_bag(tmp_path / "bag", probabilities, folds, dataset=data))
     read = load_masks(bag)
     assert sorted(read) == sorted(masks) and all(np.array_equal(read[stem], masks[stem]) for stem in masks)
+
+
+@pytest.mark.parametrize("mode", ["classes", "multilabel"])
+def test_every_mask_mode_is_selected(tmp_path, mode):
+    """Class masks (background and squares, argmax) and multi-label masks (the squares in two channels)."""
+    masks, probabilities = _square_masks(12)
+    if mode == "classes":
+        probabilities = {stem: np.concatenate([1 - p, p]) for stem, p in probabilities.items()}
+        masks = {stem: mask.astype(np.int64) for stem, mask in masks.items()}
+    else:
+        probabilities = {stem: np.concatenate([p, p]) for stem, p in probabilities.items()}
+        masks = {stem: np.stack([mask, mask]) for stem, mask in masks.items()}
+    folds = {stem: index % 2 for index, stem in enumerate(sorted(masks))}
+    bag = load_bag(write_bag(tmp_path / "bag", probabilities, folds, mask_mode=mode, num_classes=2))
+    selection = select([bag], masks, max_steps=1, samples=200)
+    assert selection["objective"] == "mean IoU" and set(selection["bags"][0]["iou_per_class"]) == {"class0", "class1"}
+    steps = [trial["step"] for trial in selection["trials"]]
+    assert steps == ["tta", "threshold", "remove_small", "keep_largest", "keep_largest", "fill_holes"]
+    assert selection["trials"][4]["value"] == {"name": "keep_largest", "scope": "per_class"}
+    assert selection["final"]["threshold"] == (None if mode == "classes" else [0.5, 0.5])
+    assert [step["name"] for step in selection["final"]["postprocessing"]] == ["remove_small", "fill_holes"]
+    assert selection["final"]["score"] == pytest.approx(1.0)
