@@ -1,7 +1,8 @@
 """ternaus_zoo: segmentation and classification models, losses and training recipes for PyTorch.
 
-``import ternaus_zoo`` loads the registry and the models only; the Lightning, data and inference
-names below are imported on first use, so a user of the models needs none of the rest.
+``import ternaus_zoo`` loads the registry only; every other name below (the models' factory included) is
+imported on first use, so that a user of the data layer never loads model code, and a user of the models
+needs none of Lightning, data or inference.
 """
 
 from __future__ import annotations
@@ -10,13 +11,17 @@ import importlib
 from typing import Any
 
 from ternaus_zoo.errors import UserError
-from ternaus_zoo.models.factory import create_model, get_model_info, list_models
 from ternaus_zoo.registry import ModelInfo, register_model
-from ternaus_zoo.weights import EncoderWeights, WeightsError, load_weights
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "create_model": "ternaus_zoo.models.factory",
+    "get_model_info": "ternaus_zoo.models.factory",
+    "list_models": "ternaus_zoo.models.factory",
+    "EncoderWeights": "ternaus_zoo.weights",
+    "WeightsError": "ternaus_zoo.weights",
+    "load_weights": "ternaus_zoo.weights",
     "build_loss": "ternaus_zoo.losses",
     "SegmentationMetrics": "ternaus_zoo.metrics",
     "MultilabelMetrics": "ternaus_zoo.metrics",
@@ -31,19 +36,7 @@ _LAZY = {
     "from_pretrained": "ternaus_zoo.inference",
 }
 
-__all__ = [
-    "EncoderWeights",
-    "ModelInfo",
-    "UserError",
-    "WeightsError",
-    "__version__",
-    "create_model",
-    "get_model_info",
-    "list_models",
-    "load_weights",
-    "register_model",
-    *_LAZY,
-]
+__all__ = ["ModelInfo", "UserError", "__version__", "register_model", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

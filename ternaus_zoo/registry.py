@@ -4,12 +4,15 @@ Builders are small functions decorated with :func:`register_model` (as in timm),
 in ``ternaus_zoo/models/``. Each registered name carries a :class:`ModelInfo` that the data pipeline,
 padding and inference read, so that no statistic or size multiple is written twice. This module imports
 no model: ``ternaus_zoo.models`` (``create_model``, ``list_models``, ``get_model_info``) imports the
-families, whose decorators fill the registry.
+families, whose decorators fill the registry. :func:`registered` imports them itself, on the first name that
+no imported family has registered, so that ``import ternaus_zoo`` and ``import ternaus_zoo.data`` load no model
+code (nor smp) until a model is named.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -105,8 +108,10 @@ def register_model(info: ModelInfo) -> Callable[[Builder], Builder]:
 def registered(name: str) -> tuple[Builder, ModelInfo]:
     """The builder and :class:`ModelInfo` registered under ``name``, with close names suggested when unknown.
 
-    Only the families already imported are known here; :func:`ternaus_zoo.models.create_model` imports them all.
+    A name not registered yet imports the zoo's families (``ternaus_zoo.models``) once, then is looked up again.
     """
+    if name not in _BUILDERS:
+        importlib.import_module("ternaus_zoo.models")  # lazily: see the module docstring
     if name not in _BUILDERS:
         close = [known for known in _BUILDERS if name.lower() in known.lower() or known.lower() in name.lower()]
         hint = f" Did you mean {close}?" if close else ""
