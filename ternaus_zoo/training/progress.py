@@ -18,7 +18,8 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-# steps are counted exactly (a cycle of 20 steps ends at step 20, not at 19.999...); time is a float
+# progress is exact in the steps and the clock's readings (a cycle of 20 steps ends at step 20, not at 19.999...);
+# the shapes take floats too
 Progress = Fraction | float
 
 
@@ -26,9 +27,9 @@ class TrainingClock(Callback):
     """Seconds of training against ``budget_seconds``: running from the start of training, paused while it
     validates, saved in the checkpoint (``state_dict``) and continued from it on resume.
 
-    After every batch all processes take rank 0's reading (:attr:`seconds`), so that they agree on the rate,
-    on when to validate and on when to stop. Once the budget is spent, training stops (``trainer.should_stop``:
-    Lightning then validates once more and the epoch's end writes ``last.ckpt``).
+    Before every optimiser step all processes take rank 0's reading (:attr:`seconds`), so that they agree on
+    the rate, on when to validate and on when to stop. Once the budget is spent, training stops
+    (``trainer.should_stop``: Lightning then validates once more and the epoch's end writes ``last.ckpt``).
 
     Args:
         budget_seconds: the training time of the whole run.
@@ -48,7 +49,7 @@ class TrainingClock(Callback):
         self.budget_seconds = budget_seconds
         self.val_every_seconds = val_every_seconds
         self.time_source = time_source
-        self.seconds = 0.0  # the reading the schedule, the stop and the validations follow
+        self.seconds = 0.0  # the last reading, which the schedule, the stop and the validations follow
         self.validated_at = 0.0
         self._banked = 0.0  # training time before the current stretch
         self._since: float | None = None  # when the current stretch began; None while paused
@@ -61,9 +62,10 @@ class TrainingClock(Callback):
         return self._banked + running
 
     @property
-    def fraction(self) -> float:
-        """The share of the budget spent at the last batch end, at most 1."""
-        return min(1.0, self.seconds / self.budget_seconds)
+    def fraction(self) -> Fraction:
+        """The share of the budget spent at the last reading, at most 1 (exact: a reading at a cycle's end
+        is not a rounding error short of it)."""
+        return min(Fraction(1), Fraction(self.seconds) / Fraction(self.budget_seconds))
 
     def _start(self) -> None:
         if self._since is None:
@@ -94,8 +96,12 @@ class TrainingClock(Callback):
             self._paused_for_validation = False
             self._start()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        # read here, not at the batch's end: Lightning steps the schedule right after the optimiser, before
+        # on_train_batch_end, and the rate of the next step should follow the time this one took
         self.seconds = float(trainer.strategy.broadcast(self.elapsed, src=0))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if self.fraction >= 1:
             trainer.should_stop = True  # Lightning validates at a stop, whatever val_check_batch says
         if self.val_every_seconds is not None:
