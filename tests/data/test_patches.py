@@ -148,7 +148,7 @@ def test_a_plan_with_class_weights_and_class_aware_patches_runs_from_its_yaml(ma
     [
         ("--data.foreground_share=1.5", "data.foreground_share"),
         ("--data.patch_scale=[1.2, 0.8]", "data.patch_scale"),
-        ("--data.patch_size=40", "data.patch_size 40 is not a multiple"),  # the tile of prediction too
+        ("--data.patch_size=30", "data.patch_size 30 is not a multiple"),  # the tile of prediction too
     ],
 )
 def test_bad_patch_options_end_with_one_line_naming_them(option, named, make_folder, tmp_path, monkeypatch, capsys):
