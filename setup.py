@@ -9,7 +9,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # zarr 3 (and tifffile since 2025.5.21) need it
     packages=find_packages(include=["ternaus_zoo", "ternaus_zoo.*"]),
     install_requires=[
         "torch>=2.1",
@@ -18,10 +18,13 @@ setup(
         "albumentations>=2.0.8,<3",
         # albumentations already depends on the headless build; opencv-python beside it would install a second cv2
         "opencv-python-headless>=4.8",
-        # GIF and palette PNG masks (ternaus_zoo.data.io): OpenCV reads no GIF before 4.11 and expands palettes
+        # GIF and palette PNG masks (data/formats/pillow.py): OpenCV reads no GIF before 4.11 and expands palettes
         "Pillow>=9.1",
-        # multi-page, multi-channel and planar TIFF (ternaus_zoo.data.io); pure Python, needs only numpy
-        "tifffile>=2022.8.12",
+        # multi-page, multi-channel and planar TIFF (ternaus_zoo.data.formats.tiff); pure Python, needs only numpy;
+        # 2025.5.21 reads windows of a large TIFF through zarr 3 (ternaus_zoo.data.windows, tiled prediction)
+        "tifffile>=2025.5.21",
+        # the chunk store behind those windows: only the tiles under a window are decoded (needs Python >= 3.11)
+        "zarr>=3",
         "pytorch-lightning>=2.2",
         "torchmetrics>=1.2",
         "jsonargparse[signatures]>=4.27",

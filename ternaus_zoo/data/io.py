@@ -68,7 +68,7 @@ def _read_pixels(path: Path, mask: bool = False) -> np.ndarray:
     return read_rgb(path)
 
 
-def _to_supported_dtype(image: np.ndarray, path: Path) -> np.ndarray:
+def to_supported_dtype(image: np.ndarray, path: Path) -> np.ndarray:
     """Keep ``uint8``; scale other unsigned integers to ``float32`` [0, 1] by their dtype's maximum."""
     if image.dtype == np.uint8:
         return image
@@ -107,7 +107,7 @@ def read_image(path: PathLike, channels: int | None = None) -> np.ndarray:
             the file's own channel count is kept.
     """
     path = Path(path)
-    image = _to_supported_dtype(_read_pixels(path), path)
+    image = to_supported_dtype(_read_pixels(path), path)
     return image if channels is None else convert_channels(image, channels, path)
 
 

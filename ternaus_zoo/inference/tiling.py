@@ -1,9 +1,12 @@
 """Sliding-window prediction of images of any size, with memory bounded by the tile.
 
 The model only ever sees ``(batch_size, C, tile_size, tile_size)`` tiles, so its activations are bounded
-by the tile; only the output accumulator ``(K, H, W)`` is image-sized (``float16`` halves it; an
-``output_path`` puts it in a memory-mapped ``.npy`` file instead of RAM). The input may be a lazily
-read array (``numpy.memmap``, ``uint8``): tiles are cut, converted and normalised one batch at a time.
+by the tile. A call returns the image-sized ``(K, H, W)`` prediction (``float16`` halves it; an
+``output_path`` puts it in a memory-mapped ``.npy`` file instead of RAM); :meth:`SlidingWindowPredictor.blocks`
+yields it block by block instead, and :func:`predict_tiff` writes a TIFF's mask that way, reading only the
+windows its tiles need: memory bounded by the block, whatever the image's size. The input may be a lazily
+read array (``numpy.memmap``, ``uint8``, :class:`~ternaus_zoo.data.windows.TiffWindows`): tiles are cut,
+converted and normalised one batch at a time.
 
 Blending: every tile's prediction is multiplied by a separable window ``w_i(y) * w_j(x)`` (Gaussian,
 pyramid or constant) and by ``1 / (S_y(y) * S_x(x))``, where ``S`` is the sum of the 1D windows of all
@@ -17,11 +20,13 @@ sliding-window inference of its own.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -30,10 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ternaus_zoo.data.windows import TiffWindows, open_tiff_windows
 from ternaus_zoo.inference.tta import Activation, apply_activation
+from ternaus_zoo.inference.writers import MaskTiff, probabilities_to_mask
 
 Blend = Literal["gaussian", "pyramid", "constant"]
-ImageLike = Tensor | np.ndarray
+ImageLike = Tensor | np.ndarray | TiffWindows
 
 
 def blend_window(size: int, blend: Blend = "gaussian", sigma_scale: float = 0.125) -> np.ndarray:
@@ -292,12 +299,70 @@ class SlidingWindowPredictor:
         (``left, right, top, bottom``) to ``T``."""
         rows, columns = plans
         crops = [image[:, y : y + rows.extent, x : x + columns.extent] for y, x in boxes]
-        tiles = torch.from_numpy(np.stack(crops)) if isinstance(image, np.ndarray) else torch.stack(crops)
+        tiles = torch.stack(crops) if isinstance(image, Tensor) else torch.from_numpy(np.stack(crops))
         if tuple(tiles.shape[-2:]) != extents:
             tiles = F.interpolate(tiles, size=extents, mode="bilinear", align_corners=False, antialias=self.scale < 1)
         tiles = tiles.to(self.device)
         tiles = self.preprocess(tiles) if self.preprocess is not None else tiles.float()
         return _pad_tiles(tiles, padding)
+
+    def _image_shape(self, image: ImageLike) -> tuple[int, int]:
+        if image.ndim != 3:
+            raise ValueError(f"expected an image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
+        return int(image.shape[1]), int(image.shape[2])
+
+    def _accumulate(
+        self,
+        image: ImageLike,
+        plans: tuple[AxisPlan, AxisPlan],
+        tiles: list[tuple[int, int]],
+        box: tuple[int, int, int, int],
+        allocate: Callable[[int], Tensor],
+        bar: tqdm,
+    ) -> Tensor:
+        """The blended prediction ``(K, y1 - y0, x1 - x0)`` of the region ``box = (y0, y1, x0, x1)`` from ``tiles``
+        (``(row, column)`` indices into ``plans``: every tile that overlaps the region), in ``allocate(K)``."""
+        rows, columns = plans
+        y0, y1, x0, x1 = box
+        extents = (self._model_extent(rows), self._model_extent(columns))
+        (top, bottom), (left, right) = (_split(self.tile_size - extent) for extent in extents)
+        output: Tensor | None = None
+        for first in range(0, len(tiles), self.batch_size):
+            batch = tiles[first : first + self.batch_size]
+            starts = [(rows.starts[i], columns.starts[j]) for i, j in batch]
+            inputs = self._load_tiles(image, starts, plans, extents, (left, right, top, bottom))
+            logits = self.model(inputs)
+            if logits.ndim != 4 or tuple(logits.shape[-2:]) != (self.tile_size, self.tile_size):
+                raise ValueError(
+                    f"the model maps tiles of {self.tile_size}x{self.tile_size} to shape {tuple(logits.shape)}; "
+                    f"sliding-window prediction needs (B, K, {self.tile_size}, {self.tile_size}) logits"
+                )
+            predictions = apply_activation(logits, self.activation).float()
+            predictions = predictions[:, :, top : top + extents[0], left : left + extents[1]]
+            if extents != (rows.extent, columns.extent):  # back to the image's own pixels
+                predictions = F.interpolate(
+                    predictions, size=(rows.extent, columns.extent), mode="bilinear", align_corners=False
+                )
+            predictions = predictions.cpu()
+            if output is None:
+                output = allocate(predictions.shape[1])
+            if predictions.shape[1] != output.shape[0]:
+                raise ValueError(f"the model returned {predictions.shape[1]} channels, expected {output.shape[0]}")
+            for prediction, (i, j), (y, x) in zip(predictions, batch, starts, strict=True):
+                # the part of the tile inside the region, in tile and in region coordinates
+                top_in, bottom_in = max(y0, y), min(y1, y + rows.extent)
+                left_in, right_in = max(x0, x), min(x1, x + columns.extent)
+                weights = torch.from_numpy(
+                    np.outer(
+                        rows.weights[i][top_in - y : bottom_in - y], columns.weights[j][left_in - x : right_in - x]
+                    )
+                ).float()
+                part = prediction[:, top_in - y : bottom_in - y, left_in - x : right_in - x]
+                region = output[:, top_in - y0 : bottom_in - y0, left_in - x0 : right_in - x0]
+                region += (part * weights).to(output.dtype)
+            bar.update(len(batch))
+        assert output is not None
+        return output
 
     @torch.inference_mode()
     def __call__(self, image: ImageLike) -> Tensor:
@@ -306,45 +371,102 @@ class SlidingWindowPredictor:
             if image.shape[0] != 1:
                 raise ValueError(f"expected one image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
             image = image[0]
-        if image.ndim != 3:
-            raise ValueError(f"expected an image (C, H, W) or (1, C, H, W), got shape {tuple(image.shape)}")
-        height, width = int(image.shape[1]), int(image.shape[2])
+        height, width = self._image_shape(image)
         rows, columns = self.plan(height, width)
-        extents = (self._model_extent(rows), self._model_extent(columns))
-        (top, bottom), (left, right) = (_split(self.tile_size - extent) for extent in extents)
-        boxes = [(y, x) for y in range(len(rows.starts)) for x in range(len(columns.starts))]
-        output: Tensor | None = None
-        memmap: np.memmap | None = None
-        if self.num_classes is not None:
-            output, memmap = self._allocate(self.num_classes, height, width)
-        with tqdm(total=len(boxes), desc="tiles", unit="tile", disable=not self.progress) as bar:
-            for first in range(0, len(boxes), self.batch_size):
-                batch = boxes[first : first + self.batch_size]
-                starts = [(rows.starts[i], columns.starts[j]) for i, j in batch]
-                tiles = self._load_tiles(image, starts, (rows, columns), extents, (left, right, top, bottom))
-                logits = self.model(tiles)
-                if logits.ndim != 4 or tuple(logits.shape[-2:]) != (self.tile_size, self.tile_size):
-                    raise ValueError(
-                        f"the model maps tiles of {self.tile_size}x{self.tile_size} to shape {tuple(logits.shape)}; "
-                        f"sliding-window prediction needs (B, K, {self.tile_size}, {self.tile_size}) logits"
-                    )
-                predictions = apply_activation(logits, self.activation).float()
-                predictions = predictions[:, :, top : top + extents[0], left : left + extents[1]]
-                if extents != (rows.extent, columns.extent):  # back to the image's own pixels
-                    predictions = F.interpolate(
-                        predictions, size=(rows.extent, columns.extent), mode="bilinear", align_corners=False
-                    )
-                predictions = predictions.cpu()
-                if output is None:
-                    output, memmap = self._allocate(predictions.shape[1], height, width)
-                elif predictions.shape[1] != output.shape[0]:
-                    raise ValueError(f"the model returned {predictions.shape[1]} channels, expected {output.shape[0]}")
-                for prediction, (i, j), (y, x) in zip(predictions, batch, starts, strict=True):
-                    weights = torch.from_numpy(np.outer(rows.weights[i], columns.weights[j])).float()
-                    region = output[:, y : y + rows.extent, x : x + columns.extent]
-                    region += (prediction * weights).to(output.dtype)
-                bar.update(len(batch))
-        assert output is not None
-        if memmap is not None:
-            memmap.flush()
+        tiles = [(i, j) for i in range(len(rows.starts)) for j in range(len(columns.starts))]
+        memmap: list[np.memmap] = []
+
+        def allocate(num_classes: int) -> Tensor:
+            output, array = self._allocate(self.num_classes or num_classes, height, width)
+            memmap.extend([array] if array is not None else [])
+            return output
+
+        with tqdm(total=len(tiles), desc="tiles", unit="tile", disable=not self.progress) as bar:
+            output = self._accumulate(image, (rows, columns), tiles, (0, height, 0, width), allocate, bar)
+        for array in memmap:
+            array.flush()
         return output[None] if batched else output
+
+    @torch.inference_mode()
+    def blocks(self, image: ImageLike, block_tiles: int = 8) -> Iterator[tuple[int, int, Tensor]]:
+        """Predict ``image`` (``(C, H, W)``, e.g. a lazily read :class:`~ternaus_zoo.data.windows.TiffWindows`)
+        block by block, in memory bounded by the block, whatever the image's size.
+
+        Blocks are ``block_tiles x block_tiles`` tiles, their borders on tile starts; a block's tiles are blended
+        with the same weights as in a whole-image call, so the blocks put together equal ``predictor(image)``. The
+        tiles that overlap two blocks (one row or column of tiles per border, with an overlap under a half) are
+        predicted for each: about ``1 / block_tiles`` more work along each axis.
+
+        Yields:
+            ``(y, x, probabilities)``: the block's top-left pixel and its ``(K, h, w)`` blended prediction on the
+            CPU in ``accumulator_dtype``, row of blocks after row of blocks, left to right.
+        """
+        if block_tiles < 1:
+            raise ValueError(f"block_tiles must be >= 1, got {block_tiles}")
+        height, width = self._image_shape(image)
+        rows, columns = self.plan(height, width)
+        row_blocks, column_blocks = (
+            _blocks(plan, length, block_tiles) for plan, length in ((rows, height), (columns, width))
+        )
+
+        def allocate_block(box: tuple[int, int, int, int]) -> Callable[[int], Tensor]:
+            return lambda num_classes: torch.zeros(
+                (self.num_classes or num_classes, box[1] - box[0], box[3] - box[2]), dtype=self.accumulator_dtype
+            )
+
+        total = sum(len(r) * len(c) for (_, _, r) in row_blocks for (_, _, c) in column_blocks)
+        with tqdm(total=total, desc="tiles", unit="tile", disable=not self.progress) as bar:
+            for y0, y1, row_tiles in row_blocks:
+                for x0, x1, column_tiles in column_blocks:
+                    tiles = [(i, j) for i in row_tiles for j in column_tiles]
+                    box = (y0, y1, x0, x1)
+                    yield y0, x0, self._accumulate(image, (rows, columns), tiles, box, allocate_block(box), bar)
+
+
+def _blocks(plan: AxisPlan, length: int, block_tiles: int) -> list[tuple[int, int, list[int]]]:
+    """Blocks along one axis: ``(start, end, indices of the tiles overlapping [start, end))``, with borders at the
+    start of every ``block_tiles``-th tile."""
+    borders = [0, *(plan.starts[k] for k in range(block_tiles, len(plan.starts), block_tiles)), length]
+    return [
+        (start, end, [i for i, s in enumerate(plan.starts) if s < end and s + plan.extent > start])
+        for start, end in itertools.pairwise(borders)
+        if end > start
+    ]
+
+
+def predict_tiff(
+    predictor: SlidingWindowPredictor,
+    image_path: str | os.PathLike,
+    mask_path: str | os.PathLike,
+    *,
+    channels: int | None = None,
+    threshold: float = 0.5,
+    multilabel: bool = False,
+    block_tiles: int = 8,
+) -> Path | None:
+    """Write the mask of a large TIFF into the TIFF ``mask_path`` block by block, reading only the windows the
+    tiles need: memory is bounded by the tiles and one block (:meth:`SlidingWindowPredictor.blocks`), not by the
+    image, for tiled TIFFs (a striped one decodes strips as wide as the image).
+
+    The predictor must give probabilities (``activation``) of images as read (``preprocess`` normalising
+    ``uint8`` or [0, 1] tiles). The mask is what :class:`~ternaus_zoo.inference.writers.MaskWriter` writes as a
+    PNG (0/255 at ``threshold`` for one channel, class indices for several), as an uncompressed ``uint8`` TIFF;
+    multi-label masks hold one 0/255 channel per class, ``(H, W, K)``.
+
+    Returns:
+        ``mask_path``, or ``None`` when ``image_path`` cannot be read by windows (another format, a stack of
+        pages, a compression that needs ``imagecodecs``): read it whole.
+    """
+    image = open_tiff_windows(image_path, channels)
+    if image is None:
+        return None
+    with image:
+        height, width = image.shape[1:]
+        mask_file: MaskTiff | None = None
+        for y, x, probabilities in predictor.blocks(image, block_tiles):
+            mask = probabilities_to_mask(probabilities.float(), threshold, multilabel)
+            mask = mask.transpose(1, 2, 0) if multilabel else mask
+            if mask_file is None:
+                mask_file = MaskTiff(mask_path, height, width, mask.shape[2] if multilabel else 1)
+            mask_file.write(y, x, mask)
+    return Path(mask_path)

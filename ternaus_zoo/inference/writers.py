@@ -2,7 +2,8 @@
 
 * :class:`MaskWriter`: ``<name>.png`` masks (and optionally ``<name>.npy`` probabilities) of segmentation;
 * :class:`LabelWriter`: one CSV of a classifier's probabilities and 0/1 labels;
-* :class:`OutOfFoldWriter`: ``<name>.npz`` out-of-fold records of a bagging fold, scored against the masks.
+* :class:`OutOfFoldWriter`: ``<name>.npz`` out-of-fold records of a bagging fold, scored against the masks;
+* :class:`MaskTiff`: a mask too large to hold, written into a TIFF block by block (tiled prediction of large TIFFs).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import tifffile
 import torch
 import torch.nn.functional as F
 from pytorch_lightning import LightningModule, Trainer
@@ -38,6 +40,39 @@ def probabilities_to_mask(probabilities: Tensor, threshold: float = 0.5, multila
         masks = ((probabilities > threshold).to(torch.uint8) * 255).cpu().numpy()
         return masks if multilabel else masks[0]
     return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
+
+
+class MaskTiff:
+    """An uncompressed ``uint8`` TIFF of ``(H, W)`` (or ``(H, W, K)``) written block by block, never held whole.
+
+    The file is created empty (tifffile lays the pixels out contiguously, row after row); each block's rows are
+    then written at their place with plain file writes, so no more than a block is ever in memory (a memory map
+    would count every page written in the process's resident memory until it is dropped).
+    """
+
+    def __init__(self, path: PathLike, height: int, width: int, channels: int = 1) -> None:
+        self.path = Path(path)
+        self.width, self.channels = width, channels
+        shape = (height, width) if channels == 1 else (height, width, channels)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(
+            self.path,
+            shape=shape,
+            dtype=np.uint8,
+            photometric="minisblack",
+            bigtiff=height * width * channels >= 2**32 - 2**25,
+        )
+        with tifffile.TiffFile(self.path) as tiff:
+            self._offset = tiff.pages[0].dataoffsets[0]  # its strips follow each other: one run of rows
+
+    def write(self, y: int, x: int, block: np.ndarray) -> None:
+        """Put ``block`` (``(h, w)`` or ``(h, w, K)`` ``uint8``) with its top-left pixel at ``(y, x)``."""
+        row_bytes = self.width * self.channels
+        block = np.ascontiguousarray(block, dtype=np.uint8)
+        with self.path.open("r+b") as file:
+            for row, pixels in enumerate(block):
+                file.seek(self._offset + (y + row) * row_bytes + x * self.channels)
+                file.write(pixels.tobytes())
 
 
 class PerImageWriter(BasePredictionWriter):

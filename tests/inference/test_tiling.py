@@ -8,12 +8,22 @@ import subprocess
 import sys
 import textwrap
 
+import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 from torch import Tensor, nn
 
-from ternaus_zoo.inference.tiling import SlidingWindowPredictor, blend_weights, blend_window, plan_axis, tile_starts
+from ternaus_zoo.data import read_class_mask
+from ternaus_zoo.inference.tiling import (
+    SlidingWindowPredictor,
+    blend_weights,
+    blend_window,
+    plan_axis,
+    predict_tiff,
+    tile_starts,
+)
 
 BLENDS = ["gaussian", "pyramid", "constant"]
 
@@ -277,3 +287,36 @@ def test_uint8_tiles_are_resized_before_their_conversion():
 
     SlidingWindowPredictor(recorder, tile_size=16, scale=0.5, preprocess=preprocess, progress=False)(image)
     assert dtypes and all(entry == (torch.uint8, (16, 16)) for entry in dtypes)
+
+
+def test_blocks_put_together_equal_the_whole_image_prediction():
+    image = torch.rand(3, 150, 233)
+    predictor = SlidingWindowPredictor(local_net(), tile_size=32, overlap=0.25, progress=False, activation="sigmoid")
+    whole = predictor(image)
+    pieces = torch.full_like(whole, float("nan"))
+    for y, x, block in predictor.blocks(image, block_tiles=2):
+        assert torch.isnan(pieces[:, y : y + block.shape[1], x : x + block.shape[2]]).all()  # no block twice
+        pieces[:, y : y + block.shape[1], x : x + block.shape[2]] = block
+    torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("multilabel", [False, True])
+def test_predict_tiff_writes_the_mask_of_the_whole_image_prediction(tmp_path, multilabel):
+    pixels = np.random.default_rng(0).integers(0, 255, (130, 170, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "image.tif", pixels, tile=(32, 32), photometric="rgb")
+    predictor = SlidingWindowPredictor(
+        local_net(), tile_size=32, progress=False, activation="sigmoid", preprocess=lambda tiles: tiles.float() / 255
+    )
+    written = predict_tiff(predictor, tmp_path / "image.tif", tmp_path / "mask.tif", multilabel=multilabel)
+    probabilities = predictor(torch.from_numpy(pixels.transpose(2, 0, 1).copy()))  # two channels
+    if multilabel:  # a 0/255 channel per class
+        np.testing.assert_array_equal(tifffile.imread(written), (probabilities > 0.5).numpy().transpose(1, 2, 0) * 255)
+    else:  # class indices, as the data sets read them back
+        np.testing.assert_array_equal(read_class_mask(written, 2), probabilities.argmax(0).numpy())
+
+
+def test_predict_tiff_leaves_files_it_cannot_window_to_the_whole_read(tmp_path):
+    cv2.imwrite(str(tmp_path / "image.png"), np.zeros((40, 40, 3), np.uint8))
+    predictor = SlidingWindowPredictor(local_net(), tile_size=32, progress=False)
+    assert predict_tiff(predictor, tmp_path / "image.png", tmp_path / "mask.tif") is None
+    assert not (tmp_path / "mask.tif").exists()
