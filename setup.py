@@ -34,6 +34,8 @@ setup(
         "matplotlib",
         # weights of saved model folders (save_pretrained / from_pretrained): no pickle
         "safetensors>=0.4",
+        # skeletons of the masks' structures (ternaus_zoo.planning: the structure width of the fingerprint)
+        "scikit-image>=0.19",
     ],
     extras_require={
         "test": [
