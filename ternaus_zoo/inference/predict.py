@@ -66,6 +66,8 @@ class PredictionSpec:
         num_classes: output channels; ``1`` means sigmoid, more softmax (unless ``multilabel``).
         multilabel: the channels are classes that may overlap, a sigmoid each.
         class_names: the module's class names, if any.
+        tile_size: the side of the patches the models were trained on (``data.patch_size``), the default tile of
+            prediction; ``None`` when they were trained on whole images.
     """
 
     checkpoints: list[Path]
@@ -76,6 +78,7 @@ class PredictionSpec:
     num_classes: int = 1
     multilabel: bool = False
     class_names: list[str] | None = None
+    tile_size: int | None = None
 
     @property
     def activation(self) -> Activation:
@@ -104,8 +107,8 @@ def prediction_spec(
 ) -> PredictionSpec:
     """Checkpoints and settings from explicit checkpoint paths and/or a manifest.
 
-    ``val_size``, ``in_channels`` and ``num_classes`` are read from the first checkpoint (its module
-    and data module hyperparameters), the thresholds from the manifest when there is one.
+    ``val_size``, ``tile_size`` (``data.patch_size``), ``in_channels`` and ``num_classes`` are read from the first
+    checkpoint (its module and data module hyperparameters), the thresholds from the manifest when there is one.
     """
     paths = [Path(path) for path in checkpoints]
     threshold: float | None = None
@@ -138,6 +141,7 @@ def prediction_spec(
         num_classes=int(hyper_parameters.get("num_classes", 1)),
         multilabel=bool(hyper_parameters.get("multilabel", False)),
         class_names=hyper_parameters.get("class_names"),
+        tile_size=data_parameters.get("patch_size"),
     )
 
 

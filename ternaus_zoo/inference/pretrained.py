@@ -45,6 +45,8 @@ def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[
         "tta": tta,
         "reduction": reduction,
         "multilabel": spec.multilabel,
+        # trained on patches (data.patch_size): predict in tiles of the patch, at the scale of val_size
+        "tile_size": spec.tile_size,
     }
 
 
@@ -137,6 +139,7 @@ def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> Pre
         num_classes=int(info.get("num_classes", 1)),
         multilabel=bool(prediction.get("multilabel", False)),
         class_names=list(info.get("class_names") or []) or None,
+        tile_size=prediction.get("tile_size"),
     )
 
 

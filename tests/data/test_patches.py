@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import yaml
 
 from ternaus_zoo.cli import main
 from ternaus_zoo.data.patches import patch_transforms
+from ternaus_zoo.inference.pretrained import pretrained_spec
 from ternaus_zoo.registry import registered
 
 RGB = registered("unet11")[1].for_channels(3)
@@ -118,15 +120,22 @@ def _run(folder: Path) -> Path:
     return run
 
 
-def test_fit_trains_on_patches_at_native_resolution(make_folder, tmp_path, monkeypatch):
+def test_fit_trains_on_patches_at_native_resolution_and_the_saved_folder_records_the_tile(
+    make_folder, tmp_path, monkeypatch
+):
     images, _ = make_folder(n=6, size=(40, 56))
     monkeypatch.chdir(tmp_path)
     patches = ["--data.patch_size=32", "--data.foreground_share=0.5", "--data.val_size=null"]
     main(["fit", f"--data.dataset={images.parent}", *TINY, *patches])
     run = _run(tmp_path)
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
     data = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert (data["patch_size"], data["foreground_share"], data["val_size"]) == (32, 0.5, None)
+    main(["export", f"--ckpt_path={checkpoint}", "--format=pretrained", "--output=saved"])
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    assert (config["prediction"]["tile_size"], config["prediction"]["val_size"]) == (32, None)
+    assert pretrained_spec(config, tmp_path / "saved").tile_size == 32
 
 
 def test_a_plan_with_class_weights_and_class_aware_patches_runs_from_its_yaml(make_folder, tmp_path, monkeypatch):
