@@ -81,6 +81,8 @@ class TrainingClock(Callback):
             # validation follows this clock alone, never the epoch count
             trainer.check_val_every_n_epoch = None
         self.seconds = self._banked
+        if self.fraction >= 1:  # resumed from the end of a finished run: nothing is left to train
+            trainer.should_stop = True
         self._start()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -148,6 +148,9 @@ def test_a_resumed_run_continues_the_clock_of_its_checkpoint(shapes_folder, tmp_
     module, second, after = _run(shapes_folder, tmp_path / "run", batch_seconds=1.0, ckpt_path=last)
     assert second.global_step == 12 and module.training_clock.seconds == BUDGET_SECONDS
     assert before.rates + after.rates == pytest.approx(whole.rates)
+    # resumed once more, from the end of the finished run: nothing is left to train
+    _, third, _ = _run(shapes_folder, tmp_path / "run", batch_seconds=1.0, ckpt_path=last)
+    assert third.global_step == 12
 
 
 def test_validation_is_spaced_by_training_time(shapes_folder, tmp_path):
