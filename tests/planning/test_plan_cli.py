@@ -1,0 +1,90 @@
+"""``ternaus-zoo plan`` and ``auto`` as a user meets them: through ``ternaus_zoo.cli.main`` on a tiny data set, and
+once on a real one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ternaus_zoo.cli import main
+from ternaus_zoo.planning.timing import Timing, Trial
+
+
+def run(arguments: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        main(arguments)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+TIMED: list[str] = []
+
+
+def fake_trial(trial: Trial, device: object) -> Timing:
+    """Timings of a machine where albunet34 steps 4x slower than linknet34 (a real trial: test_timing.py)."""
+    TIMED.append(trial.model)
+    return Timing(step_s=0.2 if trial.model == "albunet34" else 0.05, predict_s=0.01)
+
+
+@pytest.fixture(autouse=True)
+def _cache_and_timings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERNAUS_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("ternaus_zoo.cli_planning.time_trial", fake_trial)
+    TIMED.clear()
+
+
+def test_plan_writes_a_config_fit_accepts_and_planning_again_is_the_same_plan(
+    shapes_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan" / "plan.yaml"
+    code, printed, errors = run(["plan", str(shapes_folder), "--budget", "5m", "--out", str(out)], capsys)
+    assert code == 0, errors
+    assert "plan: wrote" in printed
+    config = yaml.safe_load(out.read_text())
+    assert config["data"]["dataset"] == str(shapes_folder)
+    assert config["data"]["mask_mode"] == "binary" and config["model"]["num_classes"] == 1
+    assert config["model"]["train_minutes"] > 0 and config["trainer"]["max_epochs"] == -1
+    # from scratch here (no ImageNet weights in the test's cache): the data set's own statistics
+    assert config["model"]["weights"] is None and len(config["model"]["model_kwargs"]["mean"]) == 3
+    text = out.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    values = [index for index, line in enumerate(lines) if line and not line.startswith("#") and not line.endswith(":")]
+    assert len(values) > 20
+    for index in values:  # every value under its reason
+        assert lines[index - 1].startswith("# "), lines[index]
+    fingerprint = json.loads((out.parent / "fingerprint.json").read_text())
+    assert fingerprint["timings"]["trials"] and fingerprint["timings"]["planning_s"] > 0
+    # the same fingerprint and timings: the same plan, without timing again
+    code, printed, errors = run(["plan", str(shapes_folder), "--budget", "5m", "--out", str(out)], capsys)
+    assert code == 0 and TIMED == ["albunet34", "linknet34"]  # timed once, by the first plan
+    assert out.read_text() == text
+
+
+def test_a_budget_too_small_names_the_minimum(
+    shapes_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, errors = run(["plan", str(shapes_folder), "--budget", "20s", "--out", str(tmp_path / "p.yaml")], capsys)
+    # after the fingerprint's progress bar, one line
+    assert code == 2 and errors.strip().splitlines()[-1].startswith("ternaus-zoo: error: a budget of 0.3 min")
+    assert errors.count("ternaus-zoo: error") == 1 and "give at least --budget" in errors
+
+
+@pytest.mark.parametrize("budget", ["soon", "-1m"])
+def test_a_budget_that_is_no_duration_is_one_line(
+    budget: str, shapes_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, errors = run(["plan", str(shapes_folder), f"--budget={budget}"], capsys)
+    assert code == 2 and errors.count("\n") == 1 and "--budget" in errors
+
+
+def test_an_empty_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    code, _, errors = run(["plan", str(tmp_path / "empty"), "--out", str(tmp_path / "p.yaml")], capsys)
+    assert code == 2 and errors.count("\n") == 1, errors
