@@ -24,15 +24,14 @@ from ternaus_zoo.inference.predict import (
     build_predictor,
     predict_folder,
     prediction_spec,
-    read_manifest,
 )
 from ternaus_zoo.inference.pretrained import (
     prediction_settings,
     pretrained_spec,
     read_pretrained,
     save_predictor_pretrained,
+    training_card,
 )
-from ternaus_zoo.weights import load_container
 
 
 def _boolean(text: str) -> bool:
@@ -277,15 +276,10 @@ def export_pretrained(
 ) -> None:
     """The ``--format pretrained`` branch of :func:`export`: the card records the source and the command."""
     source = options.manifest or ", ".join(str(path) for path in spec.checkpoints)
-    training_config = _training_config(spec.checkpoints[0], options.manifest)
-    data = (training_config or {}).get("data") or {}
     card: dict[str, Any] = {
         "command": shlex.join(["ternaus-zoo", "export", *args]),
         "notes": f"Exported from {source}.",
-        "training_config": training_config,
-        "data": f"{data.get('dataset')} (fold {data.get('fold')} of {data.get('n_folds')} held out for validation)"
-        if data.get("dataset")
-        else None,
+        **training_card(spec.checkpoints[0], options.manifest),
     }
     if options.metrics:
         card["metrics"] = json.loads(Path(options.metrics).read_text())
@@ -294,16 +288,3 @@ def export_pretrained(
     folder = save_predictor_pretrained(models, options.output, prediction, card)
     size = sum(path.stat().st_size for path in folder.iterdir()) / 2**20
     print(f"export: {folder} (pretrained, {len(models)} model(s), tta {options.tta}, {size:.1f} MiB)")
-
-
-def _training_config(checkpoint: Path, manifest: str | None) -> dict[str, Any] | None:
-    """The configuration a model was trained with: the manifest's, or the checkpoint's hyperparameters."""
-    if manifest:
-        return read_manifest(manifest).get("config")
-    content = load_container(checkpoint)
-    if not isinstance(content, dict):
-        return None
-    return {
-        "model": dict(content.get("hyper_parameters") or {}),
-        "data": dict(content.get("datamodule_hyper_parameters") or {}),
-    }

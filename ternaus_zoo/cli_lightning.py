@@ -13,11 +13,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import yaml
-from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from jsonargparse import ArgumentParser, Namespace
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.errors import MissingPathError
 from ternaus_zoo.inference import MaskWriter
+from ternaus_zoo.inference.pretrained import TRAINING_CONFIG_KEY
 from ternaus_zoo.interrupts import InterruptNotice
 from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.registry import Task, registered
@@ -89,6 +91,15 @@ def check_checkpoint(path: str | Path | None, task: Task) -> Mapping[str, Any] |
     return content
 
 
+class ConfigInCheckpoint(SaveConfigCallback):
+    """Lightning's ``config.yaml`` in the run folder, and the same resolved configuration (the seed included) in
+    every checkpoint under :data:`TRAINING_CONFIG_KEY`, where ``export --format pretrained`` finds the training
+    command to write on the model card."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        checkpoint[TRAINING_CONFIG_KEY] = plain_config(self.parser, self.config)
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the data module told which model it feeds, and a mask writer for ``predict``."""
 
@@ -152,6 +163,7 @@ def build_cli(
             datamodule_class,
             args=list(args),
             run=run,
+            save_config_callback=ConfigInCheckpoint,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"default_env": False},
         )
@@ -159,8 +171,14 @@ def build_cli(
 
 def resolved_config(cli: LightningCLI) -> dict[str, Any]:
     """The parsed configuration as plain data, ``None`` values and link targets included."""
+    return plain_config(cli.parser, cli.config, link_targets=True)
+
+
+def plain_config(parser: ArgumentParser, config: Namespace, link_targets: bool = False) -> dict[str, Any]:
+    """A parsed configuration as plain data, ``None`` values included, as Lightning's ``config.yaml`` holds it
+    (``--config`` reads it back); ``link_targets``: with the values linked from other options too."""
     try:
-        text = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True, skip_link_targets=False)
+        text = parser.dump(config, skip_unset=False, skip_validation=True, skip_link_targets=not link_targets)
     except TypeError:  # jsonargparse < 4.49 names them skip_none and skip_check
-        text = cli.parser.dump(cli.config, skip_none=False, skip_check=True, skip_link_targets=False)
+        text = parser.dump(config, skip_none=False, skip_check=True, skip_link_targets=not link_targets)
     return yaml.safe_load(text)

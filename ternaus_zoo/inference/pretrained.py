@@ -17,7 +17,7 @@ from typing import Any
 from safetensors.torch import save_model
 from torch import nn
 
-from ternaus_zoo.inference.predict import PredictionSpec, build_predictor
+from ternaus_zoo.inference.predict import PredictionSpec, build_predictor, read_manifest
 from ternaus_zoo.models.pretrained import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -31,9 +31,12 @@ from ternaus_zoo.models.pretrained import (
     save_pretrained,
     write_config,
 )
+from ternaus_zoo.weights import load_container
 
 HUB_FILES = ("config.json", "*.safetensors", "README.md")
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# where `ternaus-zoo fit` stores the resolved configuration it ran with (seed included) in every checkpoint
+TRAINING_CONFIG_KEY = "training_config"
 
 
 def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[str, Any]:
@@ -48,6 +51,33 @@ def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[
         # trained on patches (data.patch_size): predict in tiles of the patch, at the scale of val_size
         "tile_size": spec.tile_size,
     }
+
+
+def training_card(checkpoint: str | os.PathLike, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
+    """How a model was trained, as fields of its card (see :func:`~ternaus_zoo.models.pretrained.model_card`).
+
+    ``fit_config``: the configuration ``ternaus-zoo fit`` stored in the checkpoint (:data:`TRAINING_CONFIG_KEY`).
+    ``training_config`` instead, for a bag (the manifest's configuration) or a checkpoint written before
+    ternaus_zoo stored one (the module's and the data module's hyperparameters). ``data``: the data set and
+    the held-out fold in words.
+    """
+    if manifest is not None:
+        card = {"training_config": read_manifest(manifest).get("config")}
+    else:
+        content = load_container(checkpoint)
+        content = content if isinstance(content, Mapping) else {}
+        if TRAINING_CONFIG_KEY in content:
+            card = {"fit_config": content[TRAINING_CONFIG_KEY]}
+        else:
+            hyper_parameters = {
+                "model": dict(content.get("hyper_parameters") or {}),
+                "data": dict(content.get("datamodule_hyper_parameters") or {}),
+            }
+            card = {"training_config": hyper_parameters}
+    data = (card.get("fit_config") or card.get("training_config") or {}).get("data") or {}
+    if data.get("dataset"):
+        card["data"] = f"{data['dataset']} (fold {data.get('fold')} of {data.get('n_folds')} held out for validation)"
+    return card
 
 
 def save_predictor_pretrained(

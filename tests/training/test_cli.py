@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +23,7 @@ from ternaus_zoo.cli import _takes_predict_ensemble, lr_find, main
 from ternaus_zoo.data import SegmentationDataModule
 from ternaus_zoo.inference import from_pretrained, model_from_checkpoint
 from ternaus_zoo.inference.predict import load_predictor, prediction_spec
+from ternaus_zoo.inference.pretrained import TRAINING_CONFIG_KEY
 from ternaus_zoo.training import SegmentationModule
 from ternaus_zoo.weights import load_container
 
@@ -260,8 +263,13 @@ def test_a_bag_shorter_than_its_validation_interval_uses_last_ckpt(shapes_folder
 
 
 def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, tmp_path, monkeypatch):
+    """The folder gives the checkpoint's outputs, and its card's Reproduce lines, run, train the same weights:
+    `fit` stores its resolved configuration (seed included) in the checkpoint, the card writes it out and runs
+    `ternaus-zoo fit --config` over it before the export command."""
     monkeypatch.chdir(tmp_path)
-    checkpoint = _fit(shapes_folder) / "checkpoints" / "last.ckpt"
+    checkpoint = _fit(shapes_folder, "--seed_everything=3", "--trainer.max_epochs=1") / "checkpoints" / "last.ckpt"
+    stored = load_container(checkpoint)[TRAINING_CONFIG_KEY]
+    assert stored["seed_everything"] == 3 and stored["data"]["dataset"] == str(shapes_folder)
     folder = tmp_path / "pretrained"
     main(["export", f"--ckpt_path={checkpoint}", "--format=pretrained", f"--output={folder}"])
     images = torch.randn(2, 3, 40, 24)
@@ -269,9 +277,21 @@ def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, t
         torch.testing.assert_close(from_pretrained(folder)(images), model_from_checkpoint(checkpoint)(images))
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "model" and config["model"] == "unet" and config["prediction"]["val_size"] == 32
-    card = (folder / "README.md").read_text()
-    assert "ternaus-zoo export" in card and "## Training configuration" in card
     assert sum(path.stat().st_size for path in folder.iterdir()) < checkpoint.stat().st_size
+
+    card = (folder / "README.md").read_text()
+    reproduce = re.search(r"## Reproduce\n\n```bash\n(.*?)\n```", card, re.DOTALL).group(1)
+    file, text, fit, export = re.fullmatch(r"cat > (\S+) <<'EOF'\n(.*)\nEOF\n(.*)\n(.*)", reproduce, re.DOTALL).groups()
+    assert yaml.safe_load(text) == stored and fit == f"ternaus-zoo fit --config {file}"
+    assert export == shlex.join(
+        ["ternaus-zoo", "export", f"--ckpt_path={checkpoint}", "--format=pretrained", f"--output={folder}"]
+    )
+    Path(file).write_text(text)
+    main(shlex.split(fit)[1:])
+    (again,) = Path("runs/lightning_logs").glob("version_1/checkpoints/last.ckpt")
+    retrained = load_container(again)["state_dict"]
+    for key, value in load_container(checkpoint)["state_dict"].items():
+        torch.testing.assert_close(retrained[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_predict_routes_plain_checkpoint_calls_to_lightning():
