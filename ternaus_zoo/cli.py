@@ -26,10 +26,21 @@ from typing import Any
 from pytorch_lightning.tuner import Tuner
 
 from ternaus_zoo.bagging import FoldRun, assemble, fold_logger_config, train_bag
+from ternaus_zoo.bagging.layout import BAG_CONFIG_FILE
 from ternaus_zoo.cli_classification import classify
-from ternaus_zoo.cli_inference import _takes_predict_ensemble, export, predict_ensemble, predict_parser
-from ternaus_zoo.cli_lightning import build_cli, resolved_config
-from ternaus_zoo.errors import BadValueError, UserError
+from ternaus_zoo.cli_inference import (
+    ArgumentParser,
+    _takes_predict_ensemble,
+    at_least,
+    check_predict_folder,
+    export,
+    export_parser,
+    positive_float,
+    predict_ensemble,
+    predict_parser,
+)
+from ternaus_zoo.cli_lightning import build_cli, quiet_lightning, resolved_config
+from ternaus_zoo.errors import BadValueError, MissingPathError, UserError
 from ternaus_zoo.interrupts import was_interrupted
 from ternaus_zoo.training.demo import run_demo
 
@@ -74,10 +85,6 @@ so memory is the image, the tiles and the output (val_size does not apply).
 """
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, descriptions kept as written."""
-
-
 def print_help_with_lightning(parser: argparse.ArgumentParser) -> None:
     """The command's own options, then every LightningCLI option it passes on (those of ``fit``)."""
     print(parser.format_help() + "\nand every option of `ternaus-zoo fit`:\n" + "=" * 80)
@@ -88,25 +95,31 @@ def print_help_with_lightning(parser: argparse.ArgumentParser) -> None:
             raise
 
 
+def lr_find_parser() -> ArgumentParser:
+    """``lr-find``'s own options; the others are ``fit``'s."""
+    parser = ArgumentParser(prog="ternaus-zoo lr-find", description=lr_find.__doc__, add_help=False)
+    parser.add_argument("--min_lr", type=positive_float, default=1e-6, help="the first rate tried")
+    parser.add_argument("--max_lr", type=positive_float, default=1.0, help="the last rate tried")
+    parser.add_argument(
+        "--num_training", type=int, default=100, help=f"steps, at least {LR_FIND_MIN_STEPS}: one rate each"
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help, then every option of fit")
+    return parser
+
+
 def lr_find(args: Sequence[str]) -> float | None:
     """Lightning's learning-rate range test on the model and data of a ``fit`` config.
 
     Extra options: ``--min_lr``, ``--max_lr``, ``--num_training`` (steps); the plot is written to
     ``<log_dir>/lr_find.png``.
     """
-    extra = argparse.ArgumentParser(
-        prog="ternaus-zoo lr-find", description=lr_find.__doc__, add_help=False, formatter_class=HelpFormatter
-    )
-    extra.add_argument("--min_lr", type=float, default=1e-6, help="the first rate tried")
-    extra.add_argument("--max_lr", type=float, default=1.0, help="the last rate tried")
-    extra.add_argument(
-        "--num_training", type=int, default=100, help=f"steps, at least {LR_FIND_MIN_STEPS}: one rate each"
-    )
-    extra.add_argument("-h", "--help", action="store_true")
+    extra = lr_find_parser()
     options, rest = extra.parse_known_args(args)
     if options.help:
         print_help_with_lightning(extra)
         return None
+    if options.min_lr >= options.max_lr:
+        raise BadValueError(f"--min_lr={options.min_lr:g} must be below --max_lr={options.max_lr:g}")
     if options.num_training < LR_FIND_MIN_STEPS:
         raise BadValueError(
             f"--num_training={options.num_training}: lr-find needs at least {LR_FIND_MIN_STEPS} steps to suggest a "
@@ -143,6 +156,21 @@ run in <bag_dir>/fold<k>/ (resumable). Every other option is LightningCLI's, e.g
 array task, then --assemble once they are done."""
 
 
+def bag_parser() -> ArgumentParser:
+    """``bag``'s own options; the others are ``fit``'s."""
+    parser = ArgumentParser(prog="ternaus-zoo bag", description=BAG_HELP, add_help=False)
+    parser.add_argument("--folds", type=at_least(2), default=None, help="number of folds K (sets --data.n_folds)")
+    parser.add_argument("--bag_dir", default="runs/bag", help="folder of the bag")
+    parser.add_argument("--only_fold", type=at_least(0), nargs="+", default=None, help="train only these folds")
+    parser.add_argument("--assemble", action="store_true", help="write the manifest from the finished folds")
+    parser.add_argument("--bootstrap", action="store_true", help="train each fold on a bootstrap sample")
+    parser.add_argument(
+        "--bootstrap_seed", type=at_least(0), default=None, help="seed of the samples (0; needs --bootstrap)"
+    )
+    parser.add_argument("-h", "--help", action="store_true", help="show this help, then every option of fit")
+    return parser
+
+
 def bag(args: Sequence[str]) -> dict[str, Any] | None:
     """``ternaus-zoo bag --config X --folds K [--bag_dir D] [--only_fold k ...] [--assemble] [--bootstrap]``.
 
@@ -151,16 +179,7 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     and writes ``<bag_dir>/manifest.json`` once every fold is done; ``--assemble`` only writes the
     manifest, from the finished folds. Returns the manifest when one was written.
     """
-    extra = argparse.ArgumentParser(
-        prog="ternaus-zoo bag", description=BAG_HELP, add_help=False, formatter_class=HelpFormatter
-    )
-    extra.add_argument("--folds", type=int, default=None, help="number of folds K (sets --data.n_folds)")
-    extra.add_argument("--bag_dir", default="runs/bag", help="folder of the bag")
-    extra.add_argument("--only_fold", type=int, nargs="+", default=None, help="train only these folds")
-    extra.add_argument("--assemble", action="store_true", help="write the manifest from the finished folds")
-    extra.add_argument("--bootstrap", action="store_true", help="train each fold on a bootstrap sample")
-    extra.add_argument("--bootstrap_seed", type=int, default=None, help="seed of the samples (0; needs --bootstrap)")
-    extra.add_argument("-h", "--help", action="store_true")
+    extra = bag_parser()
     options, rest = extra.parse_known_args(args)
     if options.help:
         print_help_with_lightning(extra)
@@ -173,11 +192,17 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
         options.bootstrap_seed = 0
     bag_dir = Path(options.bag_dir)
     if options.assemble:
+        if not (bag_dir / BAG_CONFIG_FILE).is_file():
+            what = "does not exist" if not bag_dir.exists() else f"is not a bag (no {BAG_CONFIG_FILE})"
+            raise MissingPathError(f"--bag_dir {bag_dir} {what}: nothing to assemble")
         manifest = assemble(bag_dir, options.folds)
         print(f"bag: wrote {bag_dir / 'manifest.json'} ({len(manifest['checkpoints'])} checkpoints)")
         return manifest
     if options.folds is None:
         extra.error("--folds K is required (the number of folds; also sets --data.n_folds)")
+    outside = [fold for fold in options.only_fold or () if not 0 <= fold < options.folds]
+    if outside:
+        extra.error(f"--only_fold {' '.join(map(str, outside))}: the folds are 0..{options.folds - 1} (--folds)")
 
     def build_fold(fold: int) -> FoldRun:
         overrides = [
@@ -206,16 +231,31 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
     return manifest
 
 
+def demo_parser() -> ArgumentParser:
+    """``demo``'s options."""
+    parser = ArgumentParser(prog="ternaus-zoo demo", description=run_demo.__doc__)
+    parser.add_argument("--output_dir", default="runs/demo", help="where the logs and predictions.png go")
+    parser.add_argument("--minutes", type=at_least(0.0, float), default=3.0, help="training time, at most")
+    parser.add_argument("--max_steps", type=at_least(-1), default=-1, help="training steps, at most (-1: no limit)")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed of the shapes and of the model")
+    return parser
+
+
 def demo(args: Sequence[str]) -> dict[str, float]:
-    parser = argparse.ArgumentParser(prog="ternaus-zoo demo", description=run_demo.__doc__)
-    parser.add_argument("--output_dir", default="runs/demo")
-    parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--max_steps", type=int, default=-1)
-    parser.add_argument("--seed", type=int, default=0)
-    options = parser.parse_args(args)
+    """``ternaus-zoo demo``: :func:`~ternaus_zoo.training.demo.run_demo` with Lightning's console kept quiet."""
+    options = demo_parser().parse_args(args)
+    quiet_lightning()
     return run_demo(options.output_dir, minutes=options.minutes, max_steps=options.max_steps, seed=options.seed)
 
 
+# the parsers of the plain commands (predict: its --manifest/--tta/--tile_size route)
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "lr-find": lr_find_parser,
+    "bag": bag_parser,
+    "export": export_parser,
+    "demo": demo_parser,
+    "predict": predict_parser,
+}
 COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "lr-find": lr_find,
     "bag": bag,
@@ -252,9 +292,11 @@ def run_command(argv: Sequence[str]) -> None:
     if argv[0] == "predict" and ("-h" in argv or "--help" in argv):
         # predict has two routes: show the options of both
         print(PREDICT_ROUTES_HELP + predict_parser().format_help() + "\n" + "=" * 80)
-    elif argv[0] == "predict" and _takes_predict_ensemble(argv[1:]):
-        predict_ensemble(argv[1:])
-        return
+    elif argv[0] == "predict":
+        check_predict_folder(argv[1:])
+        if _takes_predict_ensemble(argv[1:]):
+            predict_ensemble(argv[1:])
+            return
     build_cli(argv)
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from torch import nn
 
-from ternaus_zoo.errors import BadValueError
+from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.inference import export_onnx, export_torchscript
 from ternaus_zoo.inference.ensemble import model_from_checkpoint
 from ternaus_zoo.inference.export import PixelInput
@@ -34,6 +34,55 @@ from ternaus_zoo.inference.pretrained import (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, descriptions kept as written."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the plain commands: defaults in ``--help``, no abbreviated options (an option given is an
+    option named, which the checks of options that do not apply rely on), and a mistake raised as a
+    :class:`~ternaus_zoo.errors.BadValueError`, which the command line reports on one line (argparse would print
+    its usage first)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(formatter_class=HelpFormatter, allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise BadValueError(message)
+
+
+def given_options(args: Sequence[str]) -> set[str]:
+    """The option names on a command line: ``["--tta", "d4", "--output=x"]`` -> ``{"--tta", "--output"}``."""
+    return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
+
+
+def refuse_options(given: set[str], options: Sequence[str], reason: str) -> None:
+    """Raise a :class:`BadValueError` naming the first of ``options`` that was given, and ``reason``."""
+    for option in options:
+        if option in given:
+            raise BadValueError(f"{option} does not apply {reason}")
+
+
+def _number(text: str, kind: Callable[[str], Any]) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+
+def at_least(minimum: float, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` (int or float) of at least ``minimum``."""
+
+    def parse(text: str) -> Any:
+        value = _number(text, kind)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in ("true", "1", "yes"):
         return True
@@ -42,10 +91,27 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _scale(text: str) -> float:
-    value = float(text)
+def positive_float(text: str) -> float:
+    """An argparse type: a number above 0 (a factor, a rate)."""
+    value = _number(text, float)
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive factor, got {text}")
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _threshold(text: str) -> float | str:
+    if text == "oof":
+        return text
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1] or oof, got {text}")
     return value
 
 
@@ -57,15 +123,19 @@ def _tile_scale_note(options: argparse.Namespace, spec: PredictionSpec) -> str:
     return f" at scale {spec.val_size} / longest side" if spec.val_size else " at scale 1"
 
 
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in ("null", "none", "0") else int(text)
+def _optional_size(text: str) -> int | None:
+    if text.lower() in ("null", "none", "0"):
+        return None
+    return at_least(-1)(text)
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     """Options choosing the models and their wrapping, shared by ``predict --manifest`` and ``export``."""
     parser.add_argument("--ckpt_path", action="append", default=[], help="a checkpoint (repeat for an ensemble)")
     parser.add_argument("--manifest", default=None, help="a bagging manifest (ternaus-zoo bag)")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best", help="the manifest's checkpoints")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "last"), default="best", help="with --manifest: which checkpoint of each fold"
+    )
     parser.add_argument(
         "--tta",
         choices=TTA_CHOICES,
@@ -73,23 +143,54 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="test-time augmentation: flips and quarter turns; 'scales' predicts at 0.75, 1 and 1.25 times the "
         "size, '<set>+scales' every transform of the set at each scale",
     )
-    parser.add_argument("--reduction", choices=("mean", "geometric_mean"), default="mean", help="ensemble mean")
+    parser.add_argument(
+        "--reduction",
+        choices=("mean", "geometric_mean"),
+        default="mean",
+        help="how the predictions of several models are combined (with --pretrained: the folder's, unless given)",
+    )
 
 
-def _models_and_spec(options: argparse.Namespace) -> tuple[list[nn.Module], PredictionSpec, str, str]:
+def _models_and_spec(options: argparse.Namespace, given: set[str]) -> tuple[list[nn.Module], PredictionSpec, str, str]:
     """The models, their prediction settings, the TTA and the reduction chosen by ``_model_options`` (and
-    ``--pretrained``, whose saved TTA and reduction apply unless given on the command line)."""
-    if getattr(options, "pretrained", None):
-        models, config = read_pretrained(options.pretrained)
+    ``--pretrained``, whose saved TTA and reduction apply unless given on the command line); ``given``: the
+    options on the command line, some of which cannot apply to the models chosen.
+
+    Raises:
+        BadValueError: no models named, or an option that cannot apply to them.
+    """
+    pretrained = getattr(options, "pretrained", None)
+    if pretrained:
+        refuse_options(
+            given,
+            ("--ckpt_path", "--manifest", "--checkpoint"),
+            "with --pretrained: the folder holds the models and their settings",
+        )
+    elif not options.ckpt_path and not options.manifest:
+        sources = "--ckpt_path (one or more), --manifest" + (" or --pretrained" if "pretrained" in options else "")
+        raise BadValueError(f"no model to {'predict' if 'pretrained' in options else 'export'} with: give {sources}")
+    elif not options.manifest:
+        refuse_options(
+            given, ("--checkpoint",), "without --manifest: it picks the best or last checkpoint of each fold"
+        )
+    if pretrained:
+        models, config = read_pretrained(pretrained)
         saved = config.get("prediction") or {}
-        spec = pretrained_spec(config, options.pretrained)
-        tta = options.tta if options.tta != "none" else saved.get("tta", "none")
-        return models, spec, tta, saved.get("reduction", options.reduction)
-    spec = prediction_spec(options.ckpt_path, options.manifest, options.checkpoint)
-    return [model_from_checkpoint(path) for path in spec.checkpoints], spec, options.tta, options.reduction
+        spec = pretrained_spec(config, pretrained)
+        tta = options.tta if "--tta" in given else saved.get("tta", "none")
+        reduction = options.reduction if "--reduction" in given else saved.get("reduction", options.reduction)
+    else:
+        spec = prediction_spec(options.ckpt_path, options.manifest, options.checkpoint)
+        models = [model_from_checkpoint(path) for path in spec.checkpoints]
+        tta, reduction = options.tta, options.reduction
+    if len(models) == 1:
+        refuse_options(given, ("--reduction",), "to one model: it combines the predictions of several")
+    return models, spec, tta, reduction
 
 
 PREDICT_ROUTE = ("--manifest", "--tta", "--tile_size", "--tile_overlap", "--tile_scale", "--pretrained")
+# the data options of predicting a folder (--data.predict_dir), on both routes; the others describe a training set
+PREDICT_DATA_OPTIONS = ("--data.predict_dir", "--data.val_size", "--data.num_workers")
 
 
 def _takes_predict_ensemble(args: Sequence[str]) -> bool:
@@ -98,42 +199,65 @@ def _takes_predict_ensemble(args: Sequence[str]) -> bool:
     return any(name in PREDICT_ROUTE for name in names) or names.count("--ckpt_path") > 1
 
 
+def check_predict_folder(args: Sequence[str]) -> None:
+    """Refuse, on either ``predict`` route, a training set's data option given with ``--data.predict_dir``.
+
+    Raises:
+        BadValueError: naming the option (``--data.dataset``: the images are those of ``--data.predict_dir``).
+    """
+    given = given_options(args)
+    if "--data.predict_dir" in given or "--input" in given:
+        others = sorted(name for name in given if name.startswith("--data.") and name not in PREDICT_DATA_OPTIONS)
+        refuse_options(
+            given,
+            others,
+            "with --data.predict_dir: the images predicted are that folder's, and of the data options only "
+            f"{', '.join(PREDICT_DATA_OPTIONS[1:])} apply",
+        )
+
+
 def predict_parser() -> argparse.ArgumentParser:
     """The options of :func:`predict_ensemble`, with their defaults (also shown by ``ternaus-zoo predict --help``)."""
-    parser = argparse.ArgumentParser(
-        prog="ternaus-zoo predict",
-        description=predict_ensemble.__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = ArgumentParser(prog="ternaus-zoo predict", description=predict_ensemble.__doc__)
     _model_options(parser)
     parser.add_argument("--pretrained", default=None, help="a folder of export --format pretrained (or a hub id)")
     parser.add_argument(
         "--tile_size",
-        type=int,
+        type=at_least(1),
         default=None,
         help="predict in tiles of this side (model pixels), cut from the full-resolution image; masks stay at "
         "full resolution (val_size does not apply)",
     )
     parser.add_argument(
         "--tile_scale",
-        type=_scale,
+        type=positive_float,
         default=None,
         help="with --tile_size: the factor the model sees the image resized by, tile by tile (0.5: each tile covers "
         "2 x tile_size image pixels); default: the training's evaluation scale, the checkpoint's data.val_size / "
         "each image's longest side (1 when the checkpoint has no val_size)",
     )
-    parser.add_argument("--tile_overlap", type=float, default=0.25, help="fraction of a tile shared with its neighbour")
-    parser.add_argument("--tile_batch_size", type=int, default=4, help="tiles per forward pass")
+    parser.add_argument(
+        "--tile_overlap",
+        type=_fraction,
+        default=0.25,
+        help="with --tile_size: fraction of a tile shared with its neighbour",
+    )
+    parser.add_argument(
+        "--tile_batch_size", type=at_least(1), default=4, help="with --tile_size: tiles per forward pass"
+    )
     parser.add_argument("--data.predict_dir", "--input", dest="input", required=True, help="folder of images")
     parser.add_argument(
-        "--data.val_size", "--val_size", dest="val_size", type=_optional_int, default=-1,
+        "--data.val_size", "--val_size", dest="val_size", type=_optional_size, default=-1,
         help="longest side before predicting; -1: the checkpoint's evaluation size, none: full resolution",
     )  # fmt: skip
     parser.add_argument(
-        "--data.num_workers", "--num_workers", dest="num_workers", type=int, default=0, help="loader processes"
+        "--data.num_workers", "--num_workers", dest="num_workers", type=at_least(0), default=0, help="loader processes"
     )
     parser.add_argument("--writer.output_dir", "--output", dest="output", default="predictions", help="mask folder")
-    parser.add_argument("--writer.threshold", "--threshold", dest="threshold", default=None, help="a number or oof")
+    parser.add_argument(
+        "--writer.threshold", "--threshold", dest="threshold", type=_threshold, default=None,
+        help="a probability, or oof (the manifest's OOF-tuned one); default: the manifest's or the checkpoint's",
+    )  # fmt: skip
     parser.add_argument(
         "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=_boolean,
         nargs="?", const=True, default=False, help="also write float16 <name>.npy probabilities",
@@ -143,28 +267,35 @@ def predict_parser() -> argparse.ArgumentParser:
         help="also write overlays/<name>.png: each image with its mask painted on",
     )  # fmt: skip
     parser.add_argument(
-        "--trainer.accelerator", "--accelerator", dest="accelerator", default="auto", help="cpu, gpu or auto"
+        "--trainer.accelerator",
+        "--accelerator",
+        dest="accelerator",
+        choices=("auto", "cpu", "gpu", "cuda", "mps"),
+        default="auto",
+        help="the device kind (Lightning's accelerator); one device",
     )
-    parser.add_argument("--data.dataset", "--data.data_root", dest="unused", default=None, help=argparse.SUPPRESS)
     return parser
 
 
 def predict_ensemble(args: Sequence[str]) -> list[Path]:
-    """``ternaus-zoo predict (--ckpt_path X ... | --manifest M) [--tta d4] [--tile_size N --tile_overlap f]
-    --data.predict_dir=IN --writer.output_dir=OUT``: masks at each image's original size.
+    """``ternaus-zoo predict (--ckpt_path X ... | --manifest M | --pretrained P) [--tta d4] [--tile_size N
+    --tile_overlap f] --data.predict_dir=IN --writer.output_dir=OUT``: masks at each image's original size.
 
     The LightningCLI spellings ``--data.predict_dir``, ``--data.val_size``, ``--data.num_workers``,
     ``--writer.output_dir``, ``--writer.threshold``, ``--writer.save_probabilities``, ``--writer.overlay`` and
-    ``--trainer.accelerator`` are accepted (``--data.dataset``/``--data.data_root`` too, unused), so adding
-    ``--tta d4`` to a predict command keeps it working. ``--writer.threshold=oof`` takes the manifest's
-    OOF-tuned threshold; the default is the manifest's (or the checkpoint's) threshold. ``val_size``
-    defaults to the checkpoint's evaluation size. Returns the mask files.
+    ``--trainer.accelerator`` are accepted, so adding ``--tta d4`` to a predict command keeps it working.
+    ``--writer.threshold=oof`` takes the manifest's OOF-tuned threshold; the default is the manifest's (or the
+    checkpoint's) threshold. ``val_size`` defaults to the checkpoint's evaluation size. An option that cannot
+    apply (``--checkpoint`` without ``--manifest``, ``--tile_overlap`` without ``--tile_size`` ...) is an
+    error. Returns the mask files.
     """
     parser = predict_parser()
+    check_predict_folder(args)
     options = parser.parse_args(args)
-    if options.tile_scale is not None and options.tile_size is None:
-        raise BadValueError("--tile_scale applies to tiles only: give --tile_size too")
-    models, spec, tta, reduction = _models_and_spec(options)
+    given = given_options(args)
+    if options.tile_size is None:
+        refuse_options(given, ("--tile_scale", "--tile_overlap", "--tile_batch_size"), "without --tile_size")
+    models, spec, tta, reduction = _models_and_spec(options, given)
     if options.threshold is None:
         threshold = spec.threshold
     elif options.threshold == "oof":
@@ -172,7 +303,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
             parser.error("--writer.threshold=oof needs a manifest with an OOF-tuned threshold (binary masks)")
         threshold = spec.oof_threshold
     else:
-        threshold = float(options.threshold)
+        threshold = options.threshold
     if options.tile_size is not None:
         if options.val_size not in (-1, None):
             raise BadValueError(
@@ -210,6 +341,51 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
     return written
 
 
+# the options of each export format; any other format's given with it is an error
+FORMAT_OPTIONS = {
+    "onnx": ("--tile_size", "--logits", "--normalized_input", "--atol", "--opset", "--exporter"),
+    "torchscript": ("--tile_size", "--logits", "--normalized_input", "--atol"),
+    "pretrained": ("--metrics", "--metrics_source"),
+}
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """The options of :func:`export` (``ternaus-zoo export --help``)."""
+    parser = ArgumentParser(prog="ternaus-zoo export", description=export.__doc__)
+    _model_options(parser)
+    parser.add_argument(
+        "--format",
+        choices=tuple(FORMAT_OPTIONS),
+        default="onnx",
+        help="onnx or torchscript: one graph at a fixed tile size; pretrained: a folder for from_pretrained",
+    )
+    parser.add_argument(
+        "--tile_size", type=at_least(1), default=512, help="the fixed height and width T (a multiple of the model's)"
+    )
+    parser.add_argument(
+        "--output", required=True, help="the .onnx or .pt file to write, or the folder (--format pretrained)"
+    )
+    parser.add_argument("--metrics", default=None, help="pretrained: a JSON file of measured metrics for the card")
+    parser.add_argument("--metrics_source", default=None, help="pretrained: where the metrics come from")
+    parser.add_argument("--logits", action="store_true", help="return logits instead of probabilities")
+    parser.add_argument("--opset", type=at_least(7), default=None, help="ONNX opset (default: the exporter's)")
+    parser.add_argument(
+        "--exporter",
+        choices=("auto", "dynamo", "torchscript"),
+        default="auto",
+        help="ONNX: torch.onnx's exporter; auto tries dynamo, then the TorchScript-based one",
+    )
+    parser.add_argument(
+        "--atol", type=at_least(0.0, float), default=1e-4, help="largest accepted difference to PyTorch"
+    )
+    parser.add_argument(
+        "--normalized_input",
+        action="store_true",
+        help="the graph takes normalised tiles ((pixels - mean) / std); default: pixels in [0, 1], normalised inside",
+    )
+    return parser
+
+
 def export(args: Sequence[str]) -> float | None:
     """``ternaus-zoo export (--ckpt_path X ... | --manifest M) [--tta d4] --format onnx|torchscript
     --tile_size 512 --output model.onnx``: the model, or the ensemble with its TTA, as one graph taking
@@ -220,28 +396,24 @@ def export(args: Sequence[str]) -> float | None:
     ``--format pretrained --output FOLDER``: a self-describing folder (``config.json``, safetensors
     weights, a ``README.md`` model card) that ``ternaus_zoo.from_pretrained`` and ``predict --pretrained``
     read; from a manifest, an ensemble folder with the TTA, the reduction and the OOF-tuned threshold.
-    ``--metrics FILE.json`` (name -> value) and ``--metrics_source`` put measured numbers on the card."""
-    parser = argparse.ArgumentParser(prog="ternaus-zoo export", description=export.__doc__)
-    _model_options(parser)
-    parser.add_argument("--format", choices=("onnx", "torchscript", "pretrained"), default="onnx")
-    parser.add_argument("--tile_size", type=int, default=512, help="the fixed height and width T")
-    parser.add_argument("--output", required=True, help="the .onnx or .pt file, or the pretrained folder")
-    parser.add_argument("--metrics", default=None, help="pretrained: a JSON file of measured metrics for the card")
-    parser.add_argument("--metrics_source", default=None, help="pretrained: where the metrics come from")
-    parser.add_argument("--logits", action="store_true", help="return logits instead of probabilities")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    parser.add_argument("--exporter", choices=("auto", "dynamo", "torchscript"), default="auto")
-    parser.add_argument("--atol", type=float, default=1e-4, help="largest accepted difference to PyTorch")
-    parser.add_argument(
-        "--normalized_input",
-        action="store_true",
-        help="the graph takes normalised tiles ((pixels - mean) / std); default: pixels in [0, 1], normalised inside",
-    )
-    options = parser.parse_args(args)
-    models, spec, tta, reduction = _models_and_spec(options)
+    ``--metrics FILE.json`` (name -> value) and ``--metrics_source`` put measured numbers on the card.
+    An option of another format is an error."""
+    options = export_parser().parse_args(args)
+    given = given_options(args)
+    others = {name for fmt, names in FORMAT_OPTIONS.items() if fmt != options.format for name in names}
+    refuse_options(given, sorted(others - set(FORMAT_OPTIONS[options.format])), f"to --format {options.format}")
+    if options.metrics_source is not None and options.metrics is None:
+        raise BadValueError("--metrics_source says where --metrics come from: give --metrics too")
+    models, spec, tta, reduction = _models_and_spec(options, given)
     if options.format == "pretrained":
         export_pretrained(models, spec, options, args)
         return None
+    multiple = max(model.info.size_multiple for model in models)
+    if options.tile_size % multiple:
+        raise BadValueError(
+            f"--tile_size={options.tile_size} is not a multiple of {multiple}, the size multiple of "
+            f"{models[0].info.name}: try {max(multiple, round(options.tile_size / multiple) * multiple)}"
+        )
     model = build_predictor(models, tta, None if options.logits else spec.activation, reduction)
     info = models[0].info.for_channels(spec.in_channels)
     if not options.normalized_input:
@@ -282,6 +454,8 @@ def export_pretrained(
         **training_card(spec.checkpoints[0], options.manifest),
     }
     if options.metrics:
+        if not Path(options.metrics).is_file():
+            raise MissingPathError(f"--metrics {options.metrics} does not exist")
         card["metrics"] = json.loads(Path(options.metrics).read_text())
         card["metrics_source"] = options.metrics_source or options.metrics
     prediction = prediction_settings(spec, options.tta, options.reduction)

@@ -6,7 +6,10 @@ writer for ``predict``, and a notice on Ctrl-C. :mod:`ternaus_zoo.cli` (segmenta
 from __future__ import annotations
 
 import logging
+import re
+import sys
 import warnings
+from argparse import ArgumentError
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from jsonargparse import ArgumentParser, Namespace
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ternaus_zoo.data import SegmentationDataModule
-from ternaus_zoo.errors import MissingPathError
+from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.inference import MaskWriter
 from ternaus_zoo.inference.pretrained import TRAINING_CONFIG_KEY
 from ternaus_zoo.interrupts import InterruptNotice
@@ -29,11 +32,17 @@ from ternaus_zoo.weights import WeightsError, load_container
 # values of Lightning's ckpt_path that are not files
 LIGHTNING_CHECKPOINT_NAMES = ("best", "last", "hpc")
 
+# where the default loggers write, under `runs/` or `--trainer.default_root_dir`; TensorBoard in its own folder:
+# two loggers under one folder would count versions apart
+RUNS_DIR = "runs"
+LOGGER_FOLDERS = {
+    "pytorch_lightning.loggers.CSVLogger": "",
+    "pytorch_lightning.loggers.TensorBoardLogger": "tensorboard",
+}
 TRAINER_DEFAULTS = {
     "logger": [
-        {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-        # TensorBoard in its own folder: two loggers under one folder would count versions apart
-        {"class_path": "pytorch_lightning.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs/tensorboard"}},
+        {"class_path": name, "init_args": {"save_dir": str(Path(RUNS_DIR, folder))}}
+        for name, folder in LOGGER_FOLDERS.items()
     ],
     "callbacks": [
         {"class_path": "pytorch_lightning.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
@@ -51,15 +60,38 @@ QUIET_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision bf16-mixed is not supported by the model summary",
 )
+# the loggers Lightning gives a handler of its own (to stderr) when the root logger has none
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
 
 
 def _wanted(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(QUIET_LOG_PREFIXES)
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Lightning's information ("Seed set to 0", the devices, the model summary) to stdout beside its progress
+    bar, its warnings and errors to stderr: stderr holds only what went wrong, and a mistake is one line there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(_wanted)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # the stream looked up at every record, not kept: sys.stdout and sys.stderr may be replaced (capture)
+        self.stream = sys.stdout if record.levelno < logging.WARNING else sys.stderr
+        super().emit(record)
+
+
 def quiet_lightning() -> None:
-    """Drop the lines of :data:`QUIET_LOG_PREFIXES` and :data:`QUIET_WARNINGS` from the command's output."""
-    for handler in logging.getLogger("pytorch_lightning").handlers or logging.getLogger().handlers:
+    """Lightning's own handlers replaced by :class:`ConsoleHandler`; the lines of :data:`QUIET_LOG_PREFIXES` and
+    :data:`QUIET_WARNINGS` dropped from the command's output."""
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+                logger.addHandler(ConsoleHandler())
+    for handler in logging.getLogger().handlers:  # where Lightning's loggers propagate (no handler of their own)
         if _wanted not in handler.filters:
             handler.addFilter(_wanted)
     for message in QUIET_WARNINGS:
@@ -121,6 +153,18 @@ class ZooCLI(LightningCLI):
         trainer.callbacks.append(InterruptNotice())
         return trainer
 
+    def before_instantiate_classes(self) -> None:
+        # the default loggers' folders follow --trainer.default_root_dir (the run folder with them)
+        subcommand = self.config.get("subcommand")
+        trainer = (self.config[subcommand] if subcommand else self.config).get("trainer")
+        root = trainer.get("default_root_dir") if trainer is not None else None
+        loggers = trainer.get("logger") if root is not None else None
+        for logger in loggers if isinstance(loggers, list) else []:
+            folder = LOGGER_FOLDERS.get(getattr(logger, "class_path", None))
+            init_args = getattr(logger, "init_args", None)
+            if folder is not None and init_args and init_args.get("save_dir") == str(Path(RUNS_DIR, folder)):
+                init_args.save_dir = str(Path(root, folder))
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         self.given_options = {str(arg).split("=", 1)[0] for arg in args or ()}
         super().parse_arguments(parser, args)
@@ -158,15 +202,25 @@ def build_cli(
     quiet_lightning()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within")
-        return cli_class(
-            model_class,
-            datamodule_class,
-            args=list(args),
-            run=run,
-            save_config_callback=ConfigInCheckpoint,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"default_env": False},
-        )
+        try:
+            return cli_class(
+                model_class,
+                datamodule_class,
+                args=list(args),
+                run=run,
+                save_config_callback=ConfigInCheckpoint,
+                save_config_kwargs={"overwrite": True},
+                # a parsing error raised, not printed with the usage: the command line reports it on one line
+                parser_kwargs={"default_env": False, "exit_on_error": False},
+            )
+        except ArgumentError as error:
+            raise BadValueError(parsing_error(error)) from error
+
+
+def parsing_error(error: ArgumentError) -> str:
+    """jsonargparse's message with the option spelt as on the command line: ``--model.lr: Expected a float``."""
+    text = re.sub(r'Parser key "([^"]+)":', r"--\1:", str(error))
+    return re.sub(r"<class '([\w.]+)'>", r"\1", text)
 
 
 def resolved_config(cli: LightningCLI) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""Every mistake a user can make on the command line, as they meet it: the real ``ternaus-zoo`` console script
-in a subprocess ends with exit status 2 and one line naming the file, key or value, and no traceback."""
+"""Every mistake a user can make on the command line, as they meet it: the command ends with exit status 2 and
+exactly one line on stderr naming the file, key or value, and no traceback. Each case runs in-process through
+``ternaus_zoo.cli.main``; one case per command also runs the real ``ternaus-zoo`` console script in a
+subprocess (where Lightning's output and the warnings reach stderr as a user sees them)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+from ternaus_zoo.cli import main
+from ternaus_zoo.models import create_model
 
 SCRIPT = Path(sys.executable).with_name("ternaus-zoo")  # the console script of this environment
 TINY_MODEL = ["--model.model=unet", '--model.model_kwargs={"num_filters": 4}']
@@ -55,6 +60,12 @@ def write_mistakes(root: Path) -> Path:
     (root / "other.json").write_text(json.dumps({"folds": 3}))
     torch.save({"hyper_parameters": {"model": "gapnet"}, "state_dict": {}}, root / "classifier.ckpt")
     (root / "typo.yaml").write_text("model:\n  modle: unet\n")
+    (root / "not_a_bag").mkdir()
+    (root / "not_a_bag" / "fold0").mkdir()
+    model = create_model("unet", num_filters=4, depth=3)  # size multiple 4
+    hyper_parameters = {"model": "unet", "model_kwargs": {"num_filters": 4, "depth": 3}, "num_classes": 1}
+    state_dict = {f"model.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state_dict, "hyper_parameters": hyper_parameters}, root / "unet.ckpt")
     return root
 
 
@@ -100,23 +111,67 @@ CASES = [
     ("tile scale without tiles", lambda r: predict(r, f"--ckpt_path={r / 'no.ckpt'}", "--tile_scale=0.5"),
      ["--tile_scale", "--tile_size"]),
     ("tile scale that is no factor", lambda r: predict(r, f"--ckpt_path={r / 'no.ckpt'}", "--tile_size=16",
-     "--tile_scale=-1"), ["--tile_scale", "positive factor"]),
+     "--tile_scale=-1"), ["--tile_scale", "must be positive"]),
     ("manifest that does not exist", lambda r: predict(r, f"--manifest={r / 'no.json'}"),
      ["no.json", "does not exist"]),
     ("manifest of the wrong kind", lambda r: predict(r, f"--manifest={r / 'other.json'}"),
      ["other.json", "not a bagging manifest"]),
+    ("predict without a model", lambda r: predict(r, "--tta=d4"), ["no model", "--ckpt_path", "--pretrained"]),
+    ("bag assembled from nothing", lambda r: ["bag", "--assemble", f"--bag_dir={r / 'nowhere'}"],
+     ["nowhere", "does not exist"]),
+    ("bag assembled from a folder without bag.yaml", lambda r: ["bag", "--assemble", f"--bag_dir={r / 'not_a_bag'}"],
+     ["not_a_bag", "bag.yaml"]),
+    ("bag fold outside the folds", lambda r: ["bag", "--only_fold", "5", "--folds", "2", f"--bag_dir={r / 'bag'}"],
+     ["--only_fold 5", "0..1"]),
+    ("validation fold outside the folds", lambda r: fit(r, "good", "--data.fold=7", "--data.n_folds=5"),
+     ["data.fold", "0..4", "got 7"]),
+    ("unknown loss", lambda r: fit(r, "good", "--model.loss=nosuchloss"),
+     ["unknown loss 'nosuchloss'", "bce_jaccard", "lovasz_hinge"]),
+    ("export tile size of another multiple", lambda r: ["export", f"--ckpt_path={r / 'unet.ckpt'}", "--tile_size=30",
+     f"--output={r / 'unet.onnx'}"], ["--tile_size=30", "multiple of 4"]),
+    ("predict with a folder and checkpoints",
+     lambda r: predict(r, f"--pretrained={r}", f"--ckpt_path={r / 'unet.ckpt'}"), ["--ckpt_path", "--pretrained"]),
+    ("predict a folder with a data set", lambda r: predict(r, f"--ckpt_path={r / 'unet.ckpt'}", "--data.dataset=good"),
+     ["--data.dataset", "--data.predict_dir"]),
+    ("export option of another format", lambda r: ["export", f"--ckpt_path={r / 'unet.ckpt'}", "--format=pretrained",
+     "--opset=17", f"--output={r / 'folder'}"], ["--opset", "--format pretrained"]),
 ]  # fmt: skip
+# one case per command through the console script
+CONSOLE_CASES = (
+    "missing data folder",
+    "predict without a model",
+    "bag fold outside the folds",
+    "export tile size of another multiple",
+)
+
+
+def run_in_process(arguments: list[str], cwd: Path, capsys, monkeypatch) -> tuple[int, str]:
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("TERNAUS_ZOO_DEBUG", raising=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(arguments)
+    return stop.value.code, capsys.readouterr().err
+
+
+def assert_one_line(code: int, stderr: str, named: list[str]) -> None:
+    assert code == 2, stderr[-3000:]
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ternaus-zoo: error: "), stderr[-3000:]
+    for text in named:
+        assert text in lines[0], (text, lines[0])
 
 
 @pytest.mark.parametrize(("case", "arguments", "named"), CASES, ids=[case for case, _, _ in CASES])
-def test_user_error_is_one_line_with_exit_status_2(case, arguments, named, root):
+def test_user_error_is_one_line_with_exit_status_2(case, arguments, named, root, capsys, monkeypatch):
+    assert_one_line(*run_in_process(arguments(root), root, capsys, monkeypatch), named)
+
+
+@pytest.mark.parametrize("case", CONSOLE_CASES)
+def test_the_console_script_says_the_same_one_line(case, root):
+    ((arguments, named),) = [(arguments, named) for name, arguments, named in CASES if name == case]
     result = run(arguments(root), cwd=root)
-    assert result.returncode == 2, (case, result.stderr[-3000:])
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert error_lines, result.stderr[-3000:]
-    for text in named:
-        assert text in error_lines[-1], (text, error_lines[-1])
+    assert_one_line(result.returncode, result.stderr, named)
 
 
 def test_debug_shows_the_traceback(root):

@@ -32,6 +32,7 @@ from ternaus_zoo.bagging.layout import (
     write_json,
 )
 from ternaus_zoo.bagging.oof import ClassConfusion, class_scores, pool_class_scores, summarise_oof
+from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.inference.writers import OutOfFoldWriter
 from ternaus_zoo.weights import load_container
 
@@ -226,7 +227,7 @@ def train_bag(
     folds = list(range(n_folds)) if folds is None else list(folds)
     wrong = [fold for fold in folds if not 0 <= fold < n_folds]
     if wrong:
-        raise ValueError(f"folds {wrong} are outside 0..{n_folds - 1}")
+        raise BadValueError(f"folds {wrong} are outside 0..{n_folds - 1} (of {n_folds} folds)")
     for fold in folds:
         if is_fold_done(bag_dir, fold):
             print(f"bag: fold {fold} is done ({fold_dir(bag_dir, fold) / DONE_FILE}); not training it again")
@@ -278,11 +279,11 @@ def assemble(bag_dir: PathLike, n_folds: int | None = None, require_all: bool = 
     if n_folds is None:
         n_folds = (config or {}).get("data", {}).get("n_folds")
         if n_folds is None:
-            raise ValueError(f"pass n_folds (--folds): {config_path} does not give data.n_folds")
+            raise BadValueError(f"pass n_folds (--folds): {config_path} does not give data.n_folds")
     entries = [entry for fold in range(n_folds) if (entry := read_fold_entry(bag_dir, fold)) is not None]
     missing = sorted(set(range(n_folds)) - {entry["fold"] for entry in entries})
     if not entries:
-        raise FileNotFoundError(f"no finished fold in {bag_dir} (no fold<k>/{DONE_FILE} for k in 0..{n_folds - 1})")
+        raise MissingPathError(f"no finished fold in {bag_dir} (no fold<k>/{DONE_FILE} for k in 0..{n_folds - 1})")
     if missing and require_all:
         raise RuntimeError(f"folds {missing} of {bag_dir} are unfinished")
     names = sorted({name for entry in entries for name in entry["metrics"]})

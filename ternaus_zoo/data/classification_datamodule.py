@@ -50,7 +50,7 @@ class ClassificationDataModule(FoldedDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | None = None,
         data_root: str | None = None,
         *,
         labels_csv: str = "labels.csv",

@@ -70,7 +70,7 @@ class SegmentationDataModule(FoldedDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | None = None,
         data_root: str | None = None,
         *,
         masks: str = "masks",
@@ -82,6 +82,8 @@ class SegmentationDataModule(FoldedDataModule):
         **options: Any,
     ) -> None:
         super().__init__(dataset, data_root, **options)
+        if mask_threshold < 0:
+            raise BadValueError(f"data.mask_threshold must be at least 0, got {mask_threshold}")
         self.masks, self.mask_mode = masks, mask_mode
         self.mask_threshold, self.mask_suffix, self.skip_bad = mask_threshold, mask_suffix, skip_bad
         expected = self.num_classes if self.num_classes is not None or mask_mode != "binary" else 1

@@ -88,7 +88,7 @@ class FoldedDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        dataset: str,
+        dataset: str | None = None,
         data_root: str | None = None,
         *,
         images: str = "images",
@@ -119,8 +119,18 @@ class FoldedDataModule(pl.LightningDataModule):
         super().__init__()
         # Lightning reads the arguments of every __init__ up the call stack, the subclass's included
         self.save_hyperparameters(ignore=["info", *MODULE_OWNED, *self.unsaved_hyperparameters])
-        if not 0 <= fold < n_folds:
-            raise ValueError(f"fold must be in 0..{n_folds - 1}, got {fold}")
+        counts = {"n_folds": (n_folds, 2), "fold": (fold, 0), "seed": (seed, 0), "holdout_every": (holdout_every, 0),
+                  "group_blocks": (group_blocks, 0), "image_size": (image_size, 1), "batch_size": (batch_size, 1),
+                  "num_workers": (num_workers, 0), "val_size": (1 if val_size is None else val_size, 1)}  # fmt: skip
+        for name, (value, minimum) in counts.items():
+            if value < minimum:
+                raise BadValueError(f"data.{name} must be at least {minimum}, got {value}")
+        if fold >= n_folds:
+            raise BadValueError(f"data.fold must be in 0..{n_folds - 1} (data.n_folds={n_folds}), got {fold}")
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise BadValueError(f"data.scale must be [low, high] with 0 < low <= high <= 1, got {list(scale)}")
+        if folds_file is not None and not Path(folds_file).is_file():
+            raise MissingPathError(f"data.folds_file {folds_file} does not exist")
         if patch_size is not None and patch_size < 1:
             raise BadValueError(f"data.patch_size must be a positive number of pixels, got {patch_size}")
         if not 0 < patch_scale[0] <= patch_scale[1]:
@@ -128,7 +138,8 @@ class FoldedDataModule(pl.LightningDataModule):
         if not 0 <= foreground_share <= 1:
             raise BadValueError(f"data.foreground_share must be in [0, 1], got {foreground_share}")
         root = data_root if data_root is not None else os.environ.get(DATA_VARIABLE)
-        self.root = Path(root) / dataset if root else Path(dataset)
+        # no data set: predicting a folder of images (predict_dir) reads nothing else
+        self.root = None if dataset is None else Path(root) / dataset if root else Path(dataset)
         self.dataset, self.images = dataset, images
         self.model_name, self._model_info, self._in_channels = model_name, info, in_channels
         self.num_classes, self.ignore_index = num_classes, ignore_index
@@ -156,14 +167,18 @@ class FoldedDataModule(pl.LightningDataModule):
     def info(self) -> ModelInfo:
         """The model's ``ModelInfo`` adapted to :attr:`in_channels` (statistics of the transforms).
 
-        Read from the registry entry of ``model_name`` (registered when ``ternaus_zoo`` is imported), not by
-        building the model: the data layer does not import the model families.
+        The ``info`` given, else that of the module being trained (its own statistics, e.g. a data set's mean and
+        std for a model trained from scratch), else the registry entry of ``model_name``: read without building
+        the model, since the data layer does not import the model families.
         """
-        info = self._model_info if self._model_info is not None else registered(self.model_name)[1]
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        info = self._model_info or getattr(module, "info", None) or registered(self.model_name)[1]
         return info.for_channels(self.in_channels)
 
     def _folder(self, name: str, file: bool = False) -> Path:
         """``root / name``, a folder (or, ``file=True``, a file) that must exist."""
+        if self.root is None:
+            raise BadValueError("data.dataset is required: the data set's folder (data.predict_dir alone predicts one)")
         folder = self.root / name
         if not (folder.is_file() if file else folder.is_dir()):
             hint = "" if os.environ.get(DATA_VARIABLE) else f" (set data_root or {DATA_VARIABLE})"
@@ -243,7 +258,9 @@ class FoldedDataModule(pl.LightningDataModule):
         return self._full.subset(stems, transform)
 
     def setup(self, stage: str | None = None) -> None:
-        """Read the data set once, split it, build the datasets of every stage."""
+        """Read the data set once, split it, build the datasets of every stage (none to predict ``predict_dir``)."""
+        if stage == "predict" and self.predict_dir is not None:
+            return
         if self._full is None:
             self._full, stems = self._read()
             self.folds = self._split(stems)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ternaus_zoo.errors import UnknownNameError, UserError
 from ternaus_zoo.losses.classification import MultiLabelFocalLoss, WeightedBCELoss
 from ternaus_zoo.losses.cross_entropy import BinaryCrossEntropyLoss, CrossEntropyLoss
 from ternaus_zoo.losses.focal import BinaryFocalLoss, FocalLoss
@@ -43,6 +44,10 @@ LOSSES: dict[str, type[nn.Module]] = {
 """Registered loss names. Each class has a ``task`` attribute: ``"binary"``, ``"multiclass"`` or ``"multilabel"``."""
 
 LossConfig = str | Mapping[str, Any] | nn.Module
+
+
+class LossConfigError(UserError, TypeError):
+    """A loss config of the wrong shape, or keyword arguments its loss does not take (``model.loss``)."""
 
 
 class WeightedSumLoss(nn.Module):
@@ -104,7 +109,7 @@ class PerChannelLoss(nn.Module):
 
 def _loss_class(name: str) -> type[nn.Module]:
     if name not in LOSSES:
-        raise KeyError(f"unknown loss {name!r}; known losses: {sorted(LOSSES)}")
+        raise UnknownNameError(f"unknown loss {name!r} (model.loss); known losses: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
 
 
@@ -119,7 +124,7 @@ def _build_one(
     try:
         loss = cls(**kwargs)
     except TypeError as error:
-        raise TypeError(f"cannot build loss {name!r} ({cls.__name__}) with {dict(kwargs)}: {error}") from error
+        raise LossConfigError(f"cannot build loss {name!r} ({cls.__name__}) with {dict(kwargs)}: {error}") from error
     return PerChannelLoss(loss) if per_channel else loss
 
 
@@ -138,15 +143,15 @@ def build_loss(config: LossConfig, ignore_index: int | None = None, per_channel:
         The loss for a name or a module; a :class:`WeightedSumLoss` for a mapping.
 
     Raises:
-        KeyError: an unknown name (the message lists the known ones).
-        TypeError: a config of another type, or keyword arguments the loss does not take.
+        UnknownNameError: an unknown name (a ``KeyError``; the message lists the known ones).
+        LossConfigError: a config of another type, or keyword arguments the loss does not take (a ``TypeError``).
     """
     if isinstance(config, nn.Module):
         return config
     if isinstance(config, str):
         return _build_one(config, {}, ignore_index, per_channel)
     if not isinstance(config, Mapping):
-        raise TypeError(f"a loss config is a name, a mapping or an nn.Module, got {type(config).__name__}")
+        raise LossConfigError(f"a loss config is a name, a mapping or an nn.Module, got {type(config).__name__}")
     losses: dict[str, nn.Module] = {}
     weights: dict[str, float] = {}
     for name, spec in config.items():
@@ -157,6 +162,6 @@ def build_loss(config: LossConfig, ignore_index: int | None = None, per_channel:
             kwargs = dict(spec)
             weights[name] = float(kwargs.pop("weight", 1.0))
         else:
-            raise TypeError(f"loss {name!r}: expected a weight or a mapping of keyword arguments, got {spec!r}")
+            raise LossConfigError(f"loss {name!r}: expected a weight or a mapping of keyword arguments, got {spec!r}")
         losses[name] = _build_one(name, kwargs, ignore_index, per_channel)
     return WeightedSumLoss(losses, weights)

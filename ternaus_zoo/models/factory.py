@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import os
 from collections.abc import Sequence
 
@@ -66,9 +67,9 @@ def create_model(
         ``(B, num_classes, H, W)``.
     """
     if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        raise BadValueError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        raise BadValueError(f"in_channels must be >= 1, got {in_channels}")
     builder, info = registered(name)
     statistics = {
         key: tuple(float(value) for value in values)
@@ -78,6 +79,10 @@ def create_model(
     wrong = {key: values for key, values in statistics.items() if len(values) != in_channels}
     if wrong:
         raise BadValueError(f"{sorted(wrong)} of {name!r} need one value per input channel ({in_channels}): {wrong}")
+    try:  # the options checked against the builder's signature before it runs (model.model_kwargs)
+        inspect.signature(builder).bind(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except TypeError as error:
+        raise BadValueError(f"{name!r} does not take the options {sorted(kwargs)}: {error}") from None
     model = builder(num_classes=num_classes, in_channels=in_channels, **kwargs)
     load_weights(model, weights)
     # The registered info describes the builder's defaults; an smp encoder or a U-Net depth changes the multiple.

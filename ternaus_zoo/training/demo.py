@@ -78,8 +78,11 @@ def run_demo(
         limit_val_batches=0,
         precision=fast_precision(),
     )
-    trainer.fit(module, DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=0))
-    (scores,) = trainer.test(module, DataLoader(held_out, batch_size=16), verbose=False)
+    held_out_loader = DataLoader(held_out, batch_size=16)
+    # the held-out loader given but not run while training (limit_val_batches=0): the module's validation_step
+    # without any loader would make Lightning warn
+    trainer.fit(module, DataLoader(train, batch_size=batch_size, shuffle=True, num_workers=0), held_out_loader)
+    (scores,) = trainer.test(module, held_out_loader, verbose=False)
     result = {"iou": scores["test/iou"], "dice": scores["test/dice"]}
     picture = output_dir / "predictions.png"
     _draw(module, held_out, picture)

@@ -85,6 +85,8 @@ class SegmentationModule(ZooModule):
         **optimization: Any,
     ) -> None:
         class_names = check_class_names(class_names, num_classes, "model.class_names")
+        if not 0 <= threshold <= 1:  # checked here, not first when the metrics are computed
+            raise BadValueError(f"model.threshold is a probability in [0, 1], got {threshold}")
         super().__init__(model, model_kwargs, num_classes, in_channels, weights, **optimization)
         self._set_class_names(class_names)
         self._class_table: str | None = None

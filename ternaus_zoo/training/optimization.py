@@ -82,6 +82,10 @@ class Optimization:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BadValueError(f"{name} must be > 0, got {value}")
+        if not self.swa_epoch_start > 0:
+            raise BadValueError(
+                f"swa_epoch_start must be > 0 (an epoch, or a fraction of the epochs), got {self.swa_epoch_start}"
+            )
         for name in ("encoder_lr_ratio", "weight_decay", "freeze_encoder_epochs"):
             if getattr(self, name) < 0:
                 raise BadValueError(f"{name} must be >= 0, got {getattr(self, name)}")
