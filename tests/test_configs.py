@@ -16,6 +16,8 @@ SEGMENTATION = {
     "kvasir_cpu_hour.yaml": ("kvasir-seg", 1, "binary"),
     "membrane_unet11.yaml": ("membrane", 1, "binary"),
     "camvid_unet11.yaml": ("camvid-val", 11, "classes"),
+    "membrane_scratch_10min.yaml": ("membrane", 1, "binary"),
+    "camvid_scratch_10min.yaml": ("camvid-val", 11, "classes"),
 }
 
 
