@@ -24,6 +24,9 @@ SAME_CHANNELS_SHARE = 0.99
 # class masks hold few, nearly contiguous indices: at most this many, and max + 1 <= CONTIGUITY x their count
 MAX_CLASSES = 1024
 CONTIGUITY = 2
+# and they are piecewise constant: at least this share of their pixels equal their right-hand neighbour
+# (noise or a photograph given as masks: about 1 / the number of values)
+MIN_COHERENCE = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,17 @@ def binary_threshold(values: np.ndarray, counts: np.ndarray, top: int | float) -
     """The threshold of binary masks with this value histogram, or ``None`` if they do not look binary.
 
     Two values (or one) split in the middle; more values are binary when :data:`NEAR_BINARY_SHARE` of the
-    pixels lie within an eighth of the range of 0 or ``top`` and some lie above half of it (JPEG masks):
-    threshold ``top // 2`` (127 for 8 bits).
+    pixels lie within an eighth of the range of 0 or ``top`` and values just under ``top`` occur too (JPEG
+    masks ring on both sides of an edge; class indices beside a void 255 have nothing between 255 and the
+    classes): threshold ``top // 2`` (127 for 8 bits).
     """
     if len(values) == 1:
         return _split(0, top)
     if len(values) == 2:
         return _split(values[0].item(), values[1].item())
-    near_ends = counts[(values <= top / 8) | (values >= top - top / 8)].sum() / counts.sum()
-    if values.max() > top / 2 and near_ends >= NEAR_BINARY_SHARE:
+    high = values >= top - top / 8
+    near_ends = counts[(values <= top / 8) | high].sum() / counts.sum()
+    if (high & (values < top)).any() and near_ends >= NEAR_BINARY_SHARE:
         return _split(0, top)
     return None
 
@@ -86,8 +91,14 @@ def _listed(values: np.ndarray, limit: int = 12) -> str:
     return shown + (f" ... ({len(values)} distinct)" if len(values) > limit else "")
 
 
+def coherence(arrays: Sequence[np.ndarray]) -> float:
+    """The share of pixels equal to their right-hand neighbour, over ``arrays`` ``(H, W)``."""
+    same = sum(int((array[:, 1:] == array[:, :-1]).sum()) for array in arrays)
+    return same / max(1, sum(array[:, 1:].size for array in arrays))
+
+
 def _classes_fit(labelled: np.ndarray, with_void: bool) -> bool:
-    """Whether the values look like class indices: integers, at least 3 of them (2 beside a void value),
+    """Whether the values could be class indices: integers, at least 3 of them (2 beside a void value),
     few and nearly contiguous from 0."""
     return (
         np.issubdtype(labelled.dtype, np.integer)
@@ -109,21 +120,25 @@ def _single_channel(
     if mask_mode == "binary":
         # masks that do not look binary: values above half the range are foreground, or any non-zero value
         fallback = _split(0, top) if values.max() > top / 2 else 0
-        return MaskKind("binary", f"binary by request, values {_listed(values)}", threshold or fallback, 1)
+        chosen = threshold if threshold is not None else fallback
+        return MaskKind("binary", f"binary by request, values {_listed(values)}", chosen, 1)
     if mask_mode == "multilabel":
-        return MaskKind("multilabel", "one channel: a single label", threshold or _split(0, top), 1)
+        chosen = threshold if threshold is not None else _split(0, top)
+        return MaskKind("multilabel", "one channel: a single label", chosen, 1)
     if mask_mode == "classes" or with_void or threshold is None:
-        if mask_mode == "classes" or _classes_fit(labelled, with_void):
+        piecewise = coherence(arrays)
+        if mask_mode == "classes" or (_classes_fit(labelled, with_void) and piecewise >= MIN_COHERENCE):
             void = f", void {ignore_index}" if with_void else ""
             return MaskKind("classes", f"class indices {_listed(labelled)}{void}")
         void_hint = ""
-        if _classes_fit(labelled[:-1], True):
+        if _classes_fit(labelled[:-1], True) and piecewise >= MIN_COHERENCE:
             void_hint = (
                 f"; if {labelled[-1]} marks unlabelled pixels, pass ignore_index={labelled[-1]} (--ignore_index)"
             )
         raise BadValueError(
-            f"{where}: cannot tell the kind of these masks, values {_listed(values)} of type {values.dtype}"
-            f"{void_hint}; pass mask_mode= (--mask_mode binary|classes|multilabel)"
+            f"{where}: cannot tell the kind of these masks: values {_listed(values)} of type {values.dtype}, "
+            f"{piecewise:.0%} of the pixels equal to their neighbour{void_hint}; pass mask_mode= "
+            "(--mask_mode binary|classes|multilabel)"
         )
     found = (
         f"JPEG-like values near 0 and {top} ({len(values)} distinct)"

@@ -1,11 +1,11 @@
 """Geometry of the structures in a mask: their width (distance transform sampled on the skeleton), their
 connected components, and whether file names are the frames of a sequence.
 
-The **width** of a structure at a skeleton pixel is ``2 d - 1``: ``d`` is the Euclidean distance from that
-pixel to the nearest pixel outside the structure (OpenCV's exact distance transform), so a stripe 5 px wide
-gives 5 (an even width gives one less: the centre of a 4 px stripe lies between two pixels). The image border
-does not end a structure: OpenCV's distance transform ignores it, and the skeleton is taken on the plane
-extended by its edge pixels, so a stripe that leaves the image keeps its width to the border.
+The **width** of a structure at a skeleton pixel is ``2 d - 1``: ``d`` is the Euclidean distance in native
+pixels from that pixel to the nearest pixel outside the structure (OpenCV's exact distance transform), so a
+stripe 5 px wide gives 5 (an even width gives one less: the centre of a 4 px stripe lies between two pixels).
+The image border ends a structure (the plane is framed by a pixel of outside): what lies beyond it is not
+known, so a structure that the border cuts is measured as far as it is seen.
 
 ``skeletonize`` (scikit-image) peels one layer of pixels per pass, so its cost grows with the thickness of
 the structures. Each connected component is therefore skeletonized at a scale where its typical ridge (the
@@ -30,7 +30,7 @@ from skimage.morphology import skeletonize
 
 # components are skeletonized at a scale where their typical ridge and their thickest point are at most
 # this far from their edge
-RIDGE_PX = 8
+RIDGE_PX = 16
 MAX_PASSES = 64
 # and on at most this many pixels (a plane larger than this is shrunk whatever its structures)
 MAX_SKELETON_PIXELS = 4_000_000
@@ -45,28 +45,28 @@ _FRAME = re.compile(r"^(.*\D)(\d+)$")  # a prefix ending in a non-digit, then th
 def _skeleton_widths(inside: np.ndarray, distance: np.ndarray | None, scale: int) -> np.ndarray:
     """Widths ``2 d - 1`` at the skeleton pixels of ``inside`` ``(H, W)`` uint8 {0, 1}, skeletonized after
     shrinking it by ``scale`` (``distance``: its distance transform at native resolution, for ``scale == 1``)."""
-    if scale > 1:
-        height, width = inside.shape
+    if scale > 1:  # the plane inside its frame of outside, shrunk, then framed again
+        height, width = inside.shape[0] - 2, inside.shape[1] - 2
         size = (max(1, round(width / scale)), max(1, round(height / scale)))
-        inside = (cv2.resize(inside * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127).astype(np.uint8)
-        if not inside.any() or inside.all():
+        shrunk = cv2.resize(inside[1:-1, 1:-1] * np.uint8(255), size, interpolation=cv2.INTER_AREA) > 127
+        inside = np.pad(shrunk.astype(np.uint8), 1)
+        if not inside.any():
             return np.empty(0, np.float32)
         distance = None
     if distance is None:
         distance = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    pad = int(distance[inside > 0].max()) + 1  # the plane extended by its edge pixels: structures go on past the border
-    skeleton = skeletonize(np.pad(inside, pad, mode="edge").astype(bool))[pad:-pad, pad:-pad]
-    return np.repeat((2 * distance[skeleton] - 1) * scale, scale).astype(np.float32)
+    skeleton = skeletonize(inside.astype(bool))
+    return np.repeat(2 * distance[skeleton] * scale - 1, scale).astype(np.float32)
 
 
 def measure_plane(plane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The structures of ``plane`` ``(H, W)`` (non-zero = inside): their widths in native pixels, one per
-    skeleton pixel (``float32``; none where the plane is empty or has no outside), and the areas in pixels
-    of its 8-connected components."""
-    inside = (plane > 0).astype(np.uint8)
+    skeleton pixel (``float32``; none where the plane is empty), and the areas in pixels of its 8-connected
+    components."""
+    inside = np.pad((plane > 0).astype(np.uint8), 1)  # the frame of outside: the border ends structures
     count, labels, stats, _ = cv2.connectedComponentsWithStats(inside, connectivity=8)
     areas = stats[1:count, cv2.CC_STAT_AREA]
-    if count == 1 or inside.all():
+    if count == 1:
         return np.empty(0, np.float32), areas
     distance = cv2.distanceTransform(inside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     index = np.arange(1, count)
