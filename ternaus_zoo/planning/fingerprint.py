@@ -62,6 +62,7 @@ class Fingerprint:
     masks: str
     n_images: int
     n_sampled: int
+    sample: str
     size_median: list[int]
     size_min: list[int]
     size_max: list[int]
@@ -347,6 +348,8 @@ def _measure(
         masks=masks,
         n_images=len(dataset),
         n_sampled=len(sample),
+        sample=f"every statistic from {len(sample)} of {len(dataset)} pairs evenly spaced by stem; n_images and "
+        "sequence from all the file names",
         size_median=[int(side) for side in np.median(sizes, axis=0)],
         size_min=[int(side) for side in sizes.min(axis=0)],
         size_max=[int(side) for side in sizes.max(axis=0)],

@@ -17,6 +17,7 @@ from ternaus_zoo.planning import fingerprint as fingerprint_module
 from ternaus_zoo.planning.fingerprint import Fingerprint, fingerprint
 from ternaus_zoo.planning.structure import looks_like_sequence, measure_plane
 from ternaus_zoo.weights import torchvision_cache_file
+from tests.data.test_coco import write_coco
 
 
 @pytest.fixture(autouse=True)
@@ -152,6 +153,25 @@ def test_multichannel_masks_are_multilabel(tmp_path):
     found = fingerprint(write_set(tmp_path / "channels", {"a": mask, "b": mask}), progress=False)
     assert (found.mask_mode, found.num_classes) == ("multilabel", 3)
     assert found.class_frequencies == pytest.approx([0.0, (disk() > 0).mean(), 20 / 64], abs=1e-6)  # RGB order
+
+
+def test_coco_categories_are_classes(tmp_path):
+    path, expected = write_coco(tmp_path / "coco")
+    found = fingerprint(tmp_path / "coco", masks=path.name, progress=False)
+    assert (found.mask_mode, found.num_classes, found.masks) == ("classes", 3, "annotations.json")
+    assert found.class_names == ["background", "car", "road"]
+    pixels = np.bincount(np.concatenate([mask.ravel() for mask in expected.values()]), minlength=3)
+    assert found.class_frequencies == pytest.approx(pixels / pixels.sum(), abs=1e-6)
+    assert "COCO" in found.mask_kind
+
+
+def test_sixteen_bit_grey_images(tmp_path):
+    image = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    data = write_set(tmp_path / "deep", {"a": disk(), "b": disk()}, images={"a": image, "b": image})
+    found = fingerprint(data, progress=False)
+    assert (found.channels, found.bit_depth) == (1, 16)
+    assert found.mean == pytest.approx([0.5], abs=1e-3)
+    assert "2 of 2" in found.sample
 
 
 def plan_error(arguments: list[str], capsys) -> str:
