@@ -23,10 +23,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from torchvision.models import get_model_weights
@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from ternaus_zoo.data import DataError, SegmentationDataset, list_images, read_class_mask, read_image
 from ternaus_zoo.errors import BadValueError, MissingPathError
-from ternaus_zoo.planning.masks_kind import MaskKind, kind_of_values
+from ternaus_zoo.planning.masks_kind import MASK_MODES, MaskKind, kind_of_values
 from ternaus_zoo.planning.structure import looks_like_sequence, measure_plane
 from ternaus_zoo.weights import torchvision_cache_file
 
@@ -46,6 +46,7 @@ KIND_SAMPLE = 16  # masks read to tell their kind
 RAW_CLASSES = 65536  # read_class_mask checks nothing below this: the raw values of 8- and 16-bit masks
 MIN_WIDTH_SAMPLES = 20  # skeleton pixels a class needs before its width counts for the structure width
 CACHE_VARIABLE = "TERNAUS_ZOO_CACHE"
+T = TypeVar("T")
 
 
 @dataclass
@@ -184,9 +185,10 @@ def _check_folder(data_dir: Path, masks: Path) -> None:
         )
 
 
-def _spread(count: int, limit: int) -> list[int]:
-    """At most ``limit`` indices of ``range(count)``, evenly spaced, first and last included."""
-    return sorted(set(np.linspace(0, count - 1, min(count, limit)).round().astype(int).tolist()))
+def _evenly(items: Sequence[T], limit: int) -> list[T]:
+    """At most ``limit`` of ``items``, evenly spaced, the first and the last included."""
+    indices = np.linspace(0, len(items) - 1, min(len(items), limit)).round().astype(int)
+    return [items[index] for index in sorted(set(indices.tolist()))]
 
 
 def _raw_mask(path: Path) -> np.ndarray:
@@ -207,9 +209,7 @@ def _mask_kind(
         if mask_mode not in (None, "multilabel"):
             raise BadValueError(f"{masks} holds class folders ({', '.join(folders)}): mask_mode must be multilabel")
         per_folder = max(1, KIND_SAMPLE // len(folders))
-        files = [
-            path for name in folders for path in _spread_files(list(list_images(masks / name).values()), per_folder)
-        ]
+        files = [path for name in folders for path in _evenly(list(list_images(masks / name).values()), per_folder)]
         found = kind_of_values([_raw_mask(path) for path in files], str(masks), mask_mode="binary")
         description = f"multi-label, one folder per class ({found.description})"
         return MaskKind("multilabel", description, found.threshold, len(folders), tuple(folders)), folders
@@ -222,13 +222,9 @@ def _mask_kind(
         if mode == "binary":
             return MaskKind(mode, f"COCO, {len(names) - 1} categories as one foreground", None, 1), None
         return MaskKind(mode, f"COCO, {len(names) - 1} categories", None, len(names), names), None
-    files = [probe.masks[stem] for stem in _spread_files(probe.stems, KIND_SAMPLE)]
+    files = [probe.masks[stem] for stem in _evenly(probe.stems, KIND_SAMPLE)]
     arrays = [_raw_mask(path) for path in files]
     return kind_of_values(arrays, str(masks), mask_mode=mask_mode, ignore_index=ignore_index), None
-
-
-def _spread_files(items: list, limit: int) -> list:
-    return [items[index] for index in _spread(len(items), limit)]
 
 
 def _bit_depth(image: np.ndarray) -> int:
@@ -327,7 +323,7 @@ def _measure(
         class_folders=folders,
     )
     tally = _Tally(kind, ignore_index if kind.mode == "classes" else None)
-    sample = _spread(len(dataset), max_images)
+    sample = _evenly(range(len(dataset)), max_images)
     for index in tqdm(sample, desc=f"fingerprint {data_dir.name}", unit="image", file=sys.stderr, disable=not progress):
         item = dataset[index]
         tally.add(item["image"].numpy(), item["mask"].numpy())
@@ -409,6 +405,10 @@ def fingerprint(
     _check_folder(data_dir, data_dir / masks)
     if max_images < 1:
         raise BadValueError(f"max_images must be >= 1, got {max_images}")
+    if mask_mode is not None and mask_mode not in MASK_MODES:
+        raise BadValueError(f"--mask_mode must be one of {', '.join(MASK_MODES)}, not {mask_mode!r}")
+    if ignore_index is not None and ignore_index < 0:
+        raise BadValueError(f"--ignore_index must be a value of the mask files (>= 0), not {ignore_index}")
     options = {"mask_mode": mask_mode, "ignore_index": ignore_index, "max_images": max_images}
     key = cache_key(data_dir, masks, options)
     stored = cache_dir() / f"{key}.json"

@@ -186,14 +186,13 @@ def kind_of_values(
     Args:
         arrays: a few masks of the data set, as read.
         where: the masks' folder, named in errors.
-        mask_mode: the user's choice, where given: then only the threshold or channels are inferred.
+        mask_mode: the user's choice (one of :data:`MASK_MODES`), where given: then only the threshold or the
+            channels are inferred.
         ignore_index: a void value: then masks holding it are class masks.
 
     Raises:
         BadValueError: the values fit no kind; the message lists them and the option to pass.
     """
-    if mask_mode is not None and mask_mode not in MASK_MODES:
-        raise BadValueError(f"mask_mode (--mask_mode) must be one of {', '.join(MASK_MODES)}, not {mask_mode!r}")
     if any(array.shape[2] > 1 for array in arrays):
         return _multi_channel(arrays, where, mask_mode)
     return _single_channel([array[:, :, 0] for array in arrays], where, mask_mode, ignore_index)

@@ -134,6 +134,13 @@ def test_small_class_indices_are_classes(tmp_path):
     assert (found.mask_mode, found.num_classes, found.ignore_index) == ("classes", 4, None)
 
 
+def test_mask_mode_overrides_the_inference(tmp_path):
+    data = write_set(tmp_path / "classes", class_masks(void=None))
+    binary = fingerprint(data, mask_mode="binary", progress=False)
+    assert (binary.mask_mode, binary.mask_threshold) == ("binary", 0)  # small values: any non-zero is foreground
+    assert binary.class_frequencies == pytest.approx([0.75])
+
+
 def test_multilabel_class_folders(tmp_path):
     root = write_set(tmp_path / "folders", {"a": disk(), "b": disk()})
     for name, mask in (("road", stripes(64)), ("car", disk())):
