@@ -74,7 +74,7 @@ def test_both_predict_routes_take_the_evaluation_size_from_the_checkpoint(shapes
     )
     images = shapes_folder / "images"
     common = [f"--ckpt_path={checkpoint}", f"--data.predict_dir={images}", "--writer.save_probabilities=true"]
-    lightning = ["predict", *common, f"--data.dataset={shapes_folder}", "--data.num_workers=0"]
+    lightning = ["predict", *common, "--data.num_workers=0"]  # one checkpoint, no TTA: LightningCLI's route
     main([*lightning, "--writer.output_dir=lightning"])  # no --data.val_size
     main(["predict", *common, "--tta=none", "--writer.output_dir=ensemble"])
     main([*lightning, "--data.val_size=null", "--writer.output_dir=full"])  # asks for the full resolution
@@ -93,8 +93,7 @@ def test_predict_from_the_checkpoint_alone_writes_masks_at_original_size(shapes_
     main(
         [
             "predict",
-            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-            f"--data.dataset={shapes_folder}",
+            f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",  # no data set: the folder alone is read
             f"--data.predict_dir={shapes_folder / 'images'}",
             "--data.num_workers=0",
             "--data.val_size=32",
@@ -245,6 +244,9 @@ def test_bag_then_predict_with_the_manifest_d4_and_tiles_then_export_onnx(shapes
     config = json.loads((folder / "config.json").read_text())
     assert config["kind"] == "ensemble" and len(config["members"]) == 2 and config["prediction"]["tta"] == "d4"
     assert config["prediction"]["val_size"] == 32 and "oof_threshold" in config["prediction"]
+    file, text, bag, _ = _reproduce(folder)
+    assert yaml.safe_load(text) == json.loads(manifest.read_text())["config"]
+    assert bag == f"ternaus-zoo bag --folds=2 --bag_dir={bag_dir} --config {file}"
     again = tmp_path / "masks_pretrained"
     predicted = ["--tile_size=16", "--tile_overlap=0.5", f"--writer.output_dir={again}"]
     main(["predict", f"--pretrained={folder}", f"--data.predict_dir={shapes_folder / 'images'}", *predicted])
@@ -260,6 +262,14 @@ def test_a_bag_shorter_than_its_validation_interval_uses_last_ckpt(shapes_folder
     entry = json.loads((tmp_path / "bag" / "fold0" / "done.json").read_text())
     assert entry["best_checkpoint"] == entry["last_checkpoint"] == "fold0/checkpoints/last.ckpt"
     assert "validation never ran" in caplog.text and "using last.ckpt" in caplog.text
+
+
+def _reproduce(folder: Path) -> tuple[str, str, str, str]:
+    """The Reproduce block of a saved folder's card: the configuration's file name and text, the training command
+    and the export command."""
+    card = (folder / "README.md").read_text()
+    block = re.search(r"## Reproduce\n\n```bash\n(.*?)\n```", card, re.DOTALL).group(1)
+    return re.fullmatch(r"cat > (\S+) <<'EOF'\n(.*)\nEOF\n(.*)\n(.*)", block, re.DOTALL).groups()
 
 
 def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, tmp_path, monkeypatch):
@@ -279,9 +289,7 @@ def test_export_pretrained_from_a_checkpoint_rebuilds_the_model(shapes_folder, t
     assert config["kind"] == "model" and config["model"] == "unet" and config["prediction"]["val_size"] == 32
     assert sum(path.stat().st_size for path in folder.iterdir()) < checkpoint.stat().st_size
 
-    card = (folder / "README.md").read_text()
-    reproduce = re.search(r"## Reproduce\n\n```bash\n(.*?)\n```", card, re.DOTALL).group(1)
-    file, text, fit, export = re.fullmatch(r"cat > (\S+) <<'EOF'\n(.*)\nEOF\n(.*)\n(.*)", reproduce, re.DOTALL).groups()
+    file, text, fit, export = _reproduce(folder)
     assert yaml.safe_load(text) == stored and fit == f"ternaus-zoo fit --config {file}"
     assert export == shlex.join(
         ["ternaus-zoo", "export", f"--ckpt_path={checkpoint}", "--format=pretrained", f"--output={folder}"]
