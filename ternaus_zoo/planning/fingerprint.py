@@ -324,7 +324,9 @@ def _measure(
     )
     tally = _Tally(kind, ignore_index if kind.mode == "classes" else None)
     sample = _evenly(range(len(dataset)), max_images)
-    for index in tqdm(sample, desc=f"fingerprint {data_dir.name}", unit="image", file=sys.stderr, disable=not progress):
+    # on a terminal only (disable=None), and erased when done: an error met on the way stays the one line shown
+    name = f"fingerprint {data_dir.name}"
+    for index in tqdm(sample, name, unit="image", file=sys.stderr, leave=False, disable=None if progress else True):
         item = dataset[index]
         tally.add(item["image"].numpy(), item["mask"].numpy())
     sizes = np.array(tally.sizes)
@@ -395,7 +397,7 @@ def fingerprint(
         masks: the masks sub-folder of ``data_dir``, or its COCO annotation file (``annotations.json``).
         max_images: at most this many pairs are read, evenly spaced over the sorted stems.
         cache: read and write the cache (see the module docstring).
-        progress: a progress bar on stderr.
+        progress: a progress bar on stderr, where stderr is a terminal.
 
     Raises:
         UserError: an empty or missing folder, a classification data set (``labels.csv``), masks whose kind
