@@ -92,6 +92,10 @@ class TrainingClock(Callback):
         self._paused_for_validation = self._since is not None
         self._pause()
 
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:  # each validation's place on the clock, for curves of score against time
+            pl_module.log("train/minutes", self.seconds / 60)
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._paused_for_validation:
             self.validated_at = self.seconds

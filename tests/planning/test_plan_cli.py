@@ -88,3 +88,24 @@ def test_an_empty_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "empty" / "masks").mkdir()
     code, _, errors = run(["plan", str(tmp_path / "empty"), "--out", str(tmp_path / "p.yaml")], capsys)
     assert code == 2 and errors.count("\n") == 1, errors
+
+
+def test_auto_plans_trains_scores_saves_and_resumes_without_planning_again(
+    shapes_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "auto"
+    arguments = ["auto", str(shapes_folder), "--budget", "45s", "--out", str(out)]
+    code, printed, errors = run(arguments, capsys)
+    assert code == 0, errors
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0 <= scores["dice"] <= 1 and len(scores["per_image"]) == scores["images"] > 0
+    assert (out / "model" / "config.json").is_file() and (out / "report.png").is_file()
+    report = (out / "report.md").read_text()
+    assert "![worst images](worst.png)" in report and f"{scores['dice']:.4f}" in report
+    assert "train/minutes" in (out / "bag" / "fold0" / "metrics.csv").read_text().splitlines()[0]
+    spent = json.loads((out / "clock.json").read_text())["spent_s"]
+    plan = (out / "plan.yaml").read_text()
+    code, printed, errors = run(arguments, capsys)
+    assert code == 0, errors
+    assert "not planning again" in printed and (out / "plan.yaml").read_text() == plan
+    assert json.loads((out / "clock.json").read_text())["spent_s"] > spent
