@@ -226,7 +226,8 @@ def predict_parser() -> argparse.ArgumentParser:
         type=at_least(1),
         default=None,
         help="predict in tiles of this side (model pixels), cut from the full-resolution image; masks stay at "
-        "full resolution (val_size does not apply)",
+        "full resolution (val_size does not apply); default with --pretrained: the tile the folder saved (a model "
+        "trained on patches), unless --data.val_size is given",
     )
     parser.add_argument(
         "--tile_scale",
@@ -293,9 +294,14 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
     check_predict_folder(args)
     options = parser.parse_args(args)
     given = given_options(args)
-    if options.tile_size is None:
-        refuse_options(given, ("--tile_scale", "--tile_overlap", "--tile_batch_size"), "without --tile_size")
+    tile_options = ("--tile_scale", "--tile_overlap", "--tile_batch_size")
+    if options.tile_size is None and not options.pretrained:  # refused before loading; a folder may save a tile
+        refuse_options(given, tile_options, "without --tile_size")
     models, spec, tta, reduction = _models_and_spec(options, given)
+    if options.pretrained and options.tile_size is None and not given & {"--data.val_size", "--val_size"}:
+        options.tile_size = spec.tile_size  # trained on patches: tiles of the patch side unless told otherwise
+    if options.tile_size is None:
+        refuse_options(given, tile_options, "without --tile_size (and the folder saved no tile)")
     if options.threshold is None:
         threshold = spec.threshold
     elif options.threshold == "oof":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -121,7 +122,7 @@ def _run(folder: Path) -> Path:
 
 
 def test_fit_trains_on_patches_at_native_resolution_and_the_saved_folder_records_the_tile(
-    make_folder, tmp_path, monkeypatch
+    make_folder, tmp_path, monkeypatch, capsys
 ):
     images, _ = make_folder(n=6, size=(40, 56))
     monkeypatch.chdir(tmp_path)
@@ -136,6 +137,13 @@ def test_fit_trains_on_patches_at_native_resolution_and_the_saved_folder_records
     config = json.loads((tmp_path / "saved" / "config.json").read_text())
     assert (config["prediction"]["tile_size"], config["prediction"]["val_size"]) == (32, None)
     assert pretrained_spec(config, tmp_path / "saved").tile_size == 32
+    # predicting with the folder tiles at the saved side by default; --tile_scale needs no --tile_size then
+    main(["predict", "--pretrained=saved", f"--data.predict_dir={images}", "--output=masks", "--tile_scale=1"])
+    assert "tiles 32 at scale 1" in capsys.readouterr().out
+    shapes = [cv2.imread(str(mask), cv2.IMREAD_UNCHANGED).shape for mask in sorted(Path("masks").glob("*.png"))]
+    assert shapes == [(40, 56)] * 6
+    main(["predict", "--pretrained=saved", f"--data.predict_dir={images}", "--output=resized", "--data.val_size=32"])
+    assert "tiles none" in capsys.readouterr().out
 
 
 def test_a_plan_with_class_weights_and_class_aware_patches_runs_from_its_yaml(make_folder, tmp_path, monkeypatch):
