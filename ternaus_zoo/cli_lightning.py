@@ -54,11 +54,13 @@ TRAINER_DEFAULTS = {
 
 
 # lines Lightning prints that no user option caused: advertisements, the ModelCheckpoint our modules add,
-# a deprecation inside Lightning itself, the model summary's note on the default bf16 precision
+# a deprecation inside Lightning itself, the model summary's note on the default bf16 precision, and the checkpoint
+# callbacks' state of another run folder not restored (predicting from a checkpoint: this run's folder is new)
 QUIET_LOG_PREFIXES = ("💡 Tip:", "The following callbacks returned in `LightningModule.configure_callbacks`")
 QUIET_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     r"Precision bf16-mixed is not supported by the model summary",
+    r"The dirpath has changed from",
 )
 # the loggers Lightning gives a handler of its own (to stderr) when the root logger has none
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
