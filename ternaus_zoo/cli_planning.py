@@ -167,11 +167,11 @@ class BudgetClock:
 
 
 def _scored_stems(fold_folder: Path, holdout: bool) -> list[str]:
-    """The hold-out's stems (fold -1 in ``folds.csv``), or the validation fold's (fold 0)."""
+    """The hold-out's stems (fold -1 in ``folds.csv``), or the fold's own validation stems (``fold<k>``)."""
     from ternaus_zoo.data import HOLDOUT, load_folds
 
     folds = load_folds(fold_folder / "folds.csv")
-    wanted = HOLDOUT if holdout else 0
+    wanted = HOLDOUT if holdout else int(fold_folder.name.removeprefix("fold"))
     return sorted(stem for stem, fold in folds.items() if fold == wanted)
 
 
@@ -217,17 +217,21 @@ def score_masks(
             stats = confusion_stats(
                 torch.from_numpy(prediction > 0)[None], torch.from_numpy(truth > 0)[None], mode="binary"
             )
-        counts.append(stats[:3])
+        counts.append(stats)
         tp, fp, fn = stats[:3]
         per_image[stem] = float(mean_iou(tp, fp, fn) if classes else dice_score(tp, fp, fn))
-    tp, fp, fn = (torch.cat(parts) for parts in zip(*counts, strict=True))
+    tp, fp, fn, tn = (torch.cat(parts) for parts in zip(*counts, strict=True))
     if classes:
         scores = {"mean_iou": float(mean_iou(tp, fp, fn)), "iou_per_class": iou_score(tp, fp, fn, "per_class").tolist()}
     else:
+        foreground, background = float(iou_score(tp, fp, fn)), float(iou_score(tn, fn, fp))
         scores = {
             "dice": float(dice_score(tp, fp, fn)),
-            "iou": float(iou_score(tp, fp, fn)),
+            "iou": foreground,
             "dice_per_image": float(dice_score(tp, fp, fn, reduction="per_image")),
+            # both classes, as ../shared/BENCHMARKS.md asks where the foreground covers most pixels (membrane)
+            "iou_background": background,
+            "mean_iou": (foreground + background) / 2,
         }
     return {**scores, "images": len(stems), "per_image": per_image}
 
@@ -367,22 +371,39 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
         manifest = assemble(bag_dir, n_folds)
         holdout = bool(plan_info["holdout_every"])
         data_dir = Path(config["data"]["dataset"])
-        stems = _scored_stems(bag_dir / "fold0", holdout)
         images = list_images(data_dir / "images")
         masks = list_images(data_dir / config["data"].get("masks", "masks"))
         predicted = folder / "predictions"
         tta = ["--tta", plan_info["tta"]] if plan_info["tta"] else []
-        # the annealed last checkpoints, the models the schedule was planned for
-        predict_ensemble(
-            [
-                *("--ckpt_path", *(str(bag_dir / path) for path in manifest["last_checkpoints"])),
-                *tta,
-                f"--data.predict_dir={_linked_images(images, stems, folder / 'scored_images')}",
-                f"--writer.output_dir={predicted}",
+        # the annealed last checkpoints, the models the schedule was planned for: the hold-out by all of them,
+        # else each validation fold by its own model (out of fold: no model sees an image it trained on)
+        last = [bag_dir / path for path in manifest["last_checkpoints"]]
+        if holdout:
+            groups = [(last, _scored_stems(bag_dir / "fold0", holdout=True))]
+        else:
+            groups = [([path], _scored_stems(path.parent.parent, holdout=False)) for path in last]
+        stems: list[str] = []
+        for index, (checkpoints, group) in enumerate(groups):
+            predict_ensemble(
+                [
+                    *("--ckpt_path", *map(str, checkpoints)),
+                    *tta,
+                    f"--data.predict_dir={_linked_images(images, group, folder / 'scored_images' / str(index))}",
+                    f"--writer.output_dir={predicted}",
+                ]
+            )
+            stems += group
+        scores = score_masks(predicted, masks, sorted(stems), config)
+        scores["scored"] = "the hold-out" if holdout else "each validation fold by its own model's last checkpoint"
+        if len(groups) > 1:
+            scores["per_fold"] = [
+                {
+                    key: value
+                    for key, value in score_masks(predicted, masks, group, config).items()
+                    if key != "per_image"
+                }
+                for _, group in groups
             ]
-        )
-        scores = score_masks(predicted, masks, stems, config)
-        scores["scored"] = "the hold-out" if holdout else "the validation fold (it chose nothing: the last model)"
         metrics = {key: value for key, value in scores.items() if isinstance(value, float)}
         (folder / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         (folder / "metrics.json").write_text(json.dumps(metrics) + "\n")

@@ -228,7 +228,8 @@ def foreground_share(fingerprint: Fingerprint) -> tuple[float, str]:
 
 @dataclass(frozen=True)
 class Budget:
-    """How a budget is spent: planning (done), process starts, training, validations and the final prediction."""
+    """How a budget is spent: planning (done), training (``train_s``: each model's), validations (all models'
+    starts, validations and out-of-fold predictions) and the final prediction."""
 
     total_s: float
     planning_s: float
@@ -249,31 +250,46 @@ class Budget:
 
 
 def split_budget(
-    total_s: float, planning_s: float, timing: Timing, *, val_images: int, score_images: int, steps_per_pass: float
+    total_s: float,
+    planning_s: float,
+    timing: Timing,
+    *,
+    val_images: int,
+    score_images: int,
+    steps_per_pass: float,
+    models: int = 1,
+    holdout: bool = False,
 ) -> Budget:
-    """Share the budget between training, validation and the final prediction.
+    """Share the budget between ``models`` trainings (a bag's folds, one after the other), their validations and
+    the final prediction: of the hold-out by every model, or of each validation fold by its own model.
 
     Raises:
         BadValueError: the budget holds less than one pass over the training data, naming the minimum.
     """
     # a prediction reads, resizes back and writes: about twice the forward pass
     per_image = 2 * timing.predict_s
-    tta = "d4" if 8 * per_image * score_images <= TTA_SHARE * total_s else None
-    predict_s = START_S + per_image * score_images * (8 if tta else 1)
-    validation_s = VALIDATIONS * per_image * val_images
-    train_s = total_s * (1 - SAFETY) - planning_s - 2 * START_S - predict_s - validation_s
+    # the hold-out is predicted by every model; without one, each image by the model that did not train on it
+    passes = score_images * (models if holdout else 1)
+    # each model: its start, its validations, the best checkpoint's validation and out-of-fold prediction
+    per_model = START_S + (VALIDATIONS + 2) * per_image * val_images
+    fixed = planning_s + models * per_model + START_S
+
+    def training(tta: bool) -> float:
+        return (total_s * (1 - SAFETY) - fixed - per_image * passes * (8 if tta else 1)) / models
+
+    tta = "d4" if 8 * per_image * passes <= TTA_SHARE * total_s else None
     one_pass = steps_per_pass * timing.step_s
-    if train_s < one_pass:
-        fixed = planning_s + 2 * START_S + validation_s + one_pass
-        needed = (fixed + START_S + per_image * score_images) / (1 - SAFETY)
-        if 8 * per_image * score_images <= TTA_SHARE * needed:  # that budget would also pay for TTA
-            needed = (fixed + START_S + 8 * per_image * score_images) / (1 - SAFETY)
+    if training(tta is not None) < one_pass:
+        needed = (fixed + models * one_pass + per_image * passes) / (1 - SAFETY)
+        if 8 * per_image * passes <= TTA_SHARE * needed:  # that budget would also pay for TTA
+            needed = (fixed + models * one_pass + 8 * per_image * passes) / (1 - SAFETY)
         raise BadValueError(
-            f"a budget of {total_s / 60:.1f} min does not hold one pass over the training data on this machine "
-            f"({one_pass:.0f} s of training after planning, validation and prediction): give at least "
-            f"--budget {math.ceil(needed / 60)}m"
+            f"a budget of {total_s / 60:.1f} min does not hold one pass over the training data on this machine for "
+            f"each of {models} model(s) ({one_pass:.0f} s of training each, after planning, validation and "
+            f"prediction): give at least --budget {math.ceil(needed / 60)}m"
         )
-    return Budget(total_s, planning_s, train_s, validation_s, predict_s, tta)
+    predict_s = START_S + per_image * passes * (8 if tta else 1)
+    return Budget(total_s, planning_s, training(tta is not None), models * per_model, predict_s, tta)
 
 
 def choose_model(
@@ -383,8 +399,10 @@ def make_plan(
         planning_s,
         slowest,
         val_images=val_images,
-        score_images=scored or val_images,
+        score_images=scored or (val_images * (folds or 1)),
         steps_per_pass=min(steps_per_pass.values()),
+        models=folds or 1,
+        holdout=scored > 0,
     )
     candidate, model_why = choose_model(timings, budget.train_s, steps_per_pass)
     timing = timings[candidate.model]
@@ -400,7 +418,7 @@ def make_plan(
         Choice("trainer.max_epochs", -1, "the run ends on the training-time budget (model.train_minutes), not epochs"),
         Choice(
             "trainer.max_time",
-            _duration(budget.train_s + budget.validation_s + START_S),
+            _duration(budget.train_s + budget.validation_s / (folds or 1) + START_S),
             "a guard only: training time plus validations",
         ),
         Choice("model.model", candidate.model, model_why),
@@ -432,8 +450,9 @@ def make_plan(
             "model.train_minutes",
             train_minutes,
             f"the budget {budget_s / 60:.0f} min less planning ({planning_s:.0f} s), validations "
-            f"({budget.validation_s:.0f} s), prediction ({budget.predict_s:.0f} s) and starts: about {steps} steps "
-            f"at {timing.step_s:.2f} s",
+            f"({budget.validation_s:.0f} s), prediction ({budget.predict_s:.0f} s) and starts"
+            + (f", shared by {folds} folds" if folds else "")
+            + f": about {steps} steps at {timing.step_s:.2f} s",
         ),
         Choice(
             "model.val_every_minutes",

@@ -92,3 +92,15 @@ def test_the_plan_is_yaml_with_each_value_under_its_reason() -> None:
     lines = text.splitlines()
     assert lines[0] == "# a header"
     assert lines[lines.index("  model: linknet34") - 1] == "  # fast"
+
+
+def test_a_bag_shares_the_budget_between_its_models() -> None:
+    timing = Timing(step_s=1.0, predict_s=0.1)
+    options = {"val_images": 10, "score_images": 10, "steps_per_pass": 20}
+    single = split_budget(3600, 30, timing, **options)
+    bag = split_budget(3600, 30, timing, models=3, **{**options, "score_images": 30})
+    assert bag.train_s < single.train_s / 3 and bag.train_s > 0.9 * single.train_s / 3
+    assert bag.validation_s == pytest.approx(3 * single.validation_s)
+    # a hold-out is predicted by every model of the bag
+    holdout = split_budget(3600, 30, timing, models=3, holdout=True, **options)
+    assert holdout.predict_s - 10 == pytest.approx(3 * (single.predict_s - 10))
