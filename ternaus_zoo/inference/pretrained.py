@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from ternaus_zoo.models.pretrained import (
     save_pretrained,
     write_config,
 )
+from ternaus_zoo.registry import registered
 from ternaus_zoo.weights import load_container
 
 HUB_FILES = ("config.json", "*.safetensors", "README.md")
@@ -56,24 +58,32 @@ def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[
 def training_card(checkpoint: str | os.PathLike, manifest: str | os.PathLike | None = None) -> dict[str, Any]:
     """How a model was trained, as fields of its card (see :func:`~ternaus_zoo.models.pretrained.model_card`).
 
-    ``fit_config``: the configuration ``ternaus-zoo fit`` stored in the checkpoint (:data:`TRAINING_CONFIG_KEY`).
-    ``training_config`` instead, for a bag (the manifest's configuration) or a checkpoint written before
-    ternaus_zoo stored one (the module's and the data module's hyperparameters). ``data``: the data set and
-    the held-out fold in words.
+    ``fit_config`` and ``fit_command``: the configuration ``ternaus-zoo fit`` stored in the checkpoint
+    (:data:`TRAINING_CONFIG_KEY`) and ``ternaus-zoo fit`` (``classify fit`` for a classifier); for a bag, the
+    manifest's configuration and the ``ternaus-zoo bag`` command with its folds, folder and bootstrap seed.
+    ``training_config`` instead, for a checkpoint written before ternaus_zoo stored its configuration (the
+    module's and the data module's hyperparameters). ``data``: the data set and the held-out fold in words.
     """
     if manifest is not None:
-        card = {"training_config": read_manifest(manifest).get("config")}
+        bag = read_manifest(manifest)
+        command = ["ternaus-zoo", "bag", f"--folds={bag['n_folds']}", f"--bag_dir={Path(manifest).parent}"]
+        seeds = [
+            entry["bootstrap_seed"] - entry["fold"] for entry in bag["folds"] if entry["bootstrap_seed"] is not None
+        ]
+        if seeds:  # each fold k drew its sample with seed + k
+            command += ["--bootstrap", f"--bootstrap_seed={seeds[0]}"]
+        card = {"fit_config": bag.get("config"), "fit_command": shlex.join(command)}
     else:
         content = load_container(checkpoint)
         content = content if isinstance(content, Mapping) else {}
+        hyper_parameters = dict(content.get("hyper_parameters") or {})
         if TRAINING_CONFIG_KEY in content:
-            card = {"fit_config": content[TRAINING_CONFIG_KEY]}
+            task = registered(hyper_parameters["model"])[1].task
+            command = "ternaus-zoo classify fit" if task == "classification" else "ternaus-zoo fit"
+            card = {"fit_config": content[TRAINING_CONFIG_KEY], "fit_command": command}
         else:
-            hyper_parameters = {
-                "model": dict(content.get("hyper_parameters") or {}),
-                "data": dict(content.get("datamodule_hyper_parameters") or {}),
-            }
-            card = {"training_config": hyper_parameters}
+            data = dict(content.get("datamodule_hyper_parameters") or {})
+            card = {"training_config": {"model": hyper_parameters, "data": data}}
     data = (card.get("fit_config") or card.get("training_config") or {}).get("data") or {}
     if data.get("dataset"):
         card["data"] = f"{data['dataset']} (fold {data.get('fold')} of {data.get('n_folds')} held out for validation)"

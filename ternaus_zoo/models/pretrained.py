@@ -57,12 +57,12 @@ def model_config(model: nn.Module) -> dict[str, Any]:
 
 
 def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None) -> str:
-    """A Markdown model card: architecture, then what ``card`` gives (``data``, ``metrics``, ``fit_config``,
-    ``command``, ``training_config``, ``notes``), with the loading snippet.
+    """A Markdown model card: architecture, then what ``card`` gives (``data``, ``metrics``, ``fit_config``
+    with ``fit_command``, ``command``, ``training_config``, ``notes``), with the loading snippet.
 
-    ``fit_config`` (the resolved configuration a ``ternaus-zoo fit`` ran with, seed included) becomes the first
-    lines of "Reproduce": written to ``training_config.yaml``, then ``ternaus-zoo fit --config`` over it;
-    ``command`` (the export) follows."""
+    ``fit_config`` (the resolved configuration the training ran with, seed included) becomes the first lines
+    of "Reproduce": written to ``training_config.yaml``, then ``fit_command`` (``ternaus-zoo fit``,
+    ``ternaus-zoo bag --folds 5`` ...) with ``--config`` over it; ``command`` (the export) follows."""
     card = dict(card or {})
     info = config.get("info", {})
     lines = [
@@ -93,10 +93,10 @@ def model_card(config: Mapping[str, Any], card: Mapping[str, Any] | None = None)
         if card.get("metrics_source"):
             lines += ["", f"From {card['metrics_source']}."]
     reproduce = []
-    if card.get("fit_config"):  # the training command first: its configuration written out, then `fit` over it
-        fit = "ternaus-zoo classify fit" if info.get("task") == "classification" else "ternaus-zoo fit"
+    if card.get("fit_config"):  # the training command first: its configuration written out, then the command
         text = yaml.safe_dump(card["fit_config"], sort_keys=False).rstrip()
-        reproduce += [f"cat > {FIT_CONFIG_FILE} <<'EOF'", text, "EOF", f"{fit} --config {FIT_CONFIG_FILE}"]
+        command = f"{card['fit_command']} --config {FIT_CONFIG_FILE}"
+        reproduce += [f"cat > {FIT_CONFIG_FILE} <<'EOF'", text, "EOF", command]
     if card.get("command"):
         reproduce.append(str(card["command"]))
     if reproduce:
@@ -137,7 +137,8 @@ def save_pretrained(
         model: a model from ``create_model`` (its ``info`` may carry class names and thresholds).
         folder: created if missing; files of an earlier save are replaced.
         card: what the card should say beyond the architecture: ``data``, ``metrics`` (name -> value),
-            ``metrics_source``, ``fit_config``, ``command``, ``training_config``, ``notes``, ``title``.
+            ``metrics_source``, ``fit_config``, ``fit_command``, ``command``, ``training_config``, ``notes``,
+            ``title``.
         extra: more top-level ``config.json`` sections (the ``prediction`` settings of an export).
 
     Returns:

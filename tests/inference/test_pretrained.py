@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 import ternaus_zoo
 from ternaus_zoo import WeightsError, create_model
 from ternaus_zoo.inference import build_predictor, from_pretrained, read_pretrained, save_predictor_pretrained
+from ternaus_zoo.inference.pretrained import training_card
 from ternaus_zoo.models.pretrained import (
     CONFIG_FILE,
     PretrainedError,
@@ -66,6 +67,21 @@ def test_class_names_and_thresholds_travel_in_the_info(tmp_path):
     assert loaded.info.class_names == ("cat", "dog") and loaded.info.thresholds == (0.3, 0.6)
     card = (tmp_path / "README.md").read_text()
     assert "f1_macro | 0.6100" in card and "python -m benchmarks.x" in card and "'cat', 'dog'" in card
+
+
+def test_a_bootstrap_bag_is_reproduced_by_its_bag_command_with_the_seed(tmp_path):
+    """Fold k of a bootstrap bag drew its sample with seed + k: the card's command gives the bag's seed back."""
+    manifest = tmp_path / "bag" / "manifest.json"
+    manifest.parent.mkdir()
+    folds = [{"fold": fold, "bootstrap_seed": 7 + fold} for fold in (1, 2)]  # fold 0 unfinished
+    config = {"seed_everything": 3, "data": {"dataset": "shapes", "fold": 1, "n_folds": 3}}
+    manifest.write_text(json.dumps({"checkpoints": [], "n_folds": 3, "folds": folds, "config": config}))
+    card = training_card(manifest.parent / "fold1.ckpt", manifest)
+    bag = f"ternaus-zoo bag --folds=3 --bag_dir={manifest.parent} --bootstrap --bootstrap_seed=7"
+    assert card["fit_config"] == config and card["fit_command"] == bag
+    create_model("unet", num_filters=2, depth=2).save_pretrained(tmp_path / "saved", card=card)
+    text = (tmp_path / "saved" / "README.md").read_text()
+    assert "seed_everything: 3" in text and f"{bag} --config training_config.yaml\n" in text
 
 
 def test_weights_are_safetensors_not_pickle(tmp_path):
