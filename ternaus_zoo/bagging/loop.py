@@ -108,11 +108,22 @@ def _number(value: Any) -> float:
     return float(value.item() if isinstance(value, Tensor) else value)
 
 
-def _class_confusion(val_dataset: Any) -> ClassConfusion | None:
-    """The per-class OOF counts of a class-mask validation set (``SegmentationDataset``), else ``None``."""
-    if getattr(val_dataset, "mask_mode", None) != "classes" or getattr(val_dataset, "masks", None) is None:
+def _class_confusion(val_dataset: Any, threshold: float) -> ClassConfusion | None:
+    """The per-class OOF counts of a class-mask or multi-label validation set (``SegmentationDataset``), else
+    ``None``."""
+    mode = getattr(val_dataset, "mask_mode", None)
+    if mode not in ("classes", "multilabel") or getattr(val_dataset, "masks", None) is None:
         return None
-    return ClassConfusion(val_dataset.masks, val_dataset.num_classes, val_dataset.ignore_index)
+    if mode == "classes":
+        return ClassConfusion(val_dataset.masks, val_dataset.num_classes, val_dataset.ignore_index)
+    plain = val_dataset.subset(val_dataset.stems, transform=None)  # (C, H, W) masks at the original size
+    index = {stem: position for position, stem in enumerate(plain.stems)}
+    return ClassConfusion(
+        val_dataset.masks,
+        val_dataset.num_classes,
+        multilabel_masks=lambda stem: plain[index[stem]]["mask"].numpy() > 0,
+        threshold=threshold,
+    )
 
 
 def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int | None = None) -> dict[str, Any]:
@@ -159,7 +170,7 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
         masks=getattr(val_dataset, "masks", None) if binary else None,
         mask_threshold=getattr(val_dataset, "threshold", 127),
     )
-    confusion = _class_confusion(val_dataset)
+    confusion = _class_confusion(val_dataset, threshold)
     callbacks = trainer.callbacks
     # the CLI's MaskWriter (and any other writer) would also write the OOF images as masks: not here
     trainer.callbacks = [callback for callback in callbacks if not isinstance(callback, BasePredictionWriter)]
@@ -263,9 +274,9 @@ def assemble(bag_dir: PathLike, n_folds: int | None = None, require_all: bool = 
       timings, its ``config.yaml`` and ``folds.csv``);
     * ``metrics``: ``{name: {"mean", "std"}}`` of the folds' validation metrics (``val/iou/<class name>`` ...
       included; over the folds where the metric is not NaN);
-    * ``oof``: the pooled OOF scores of all finished folds (Dice/IoU at the original resolution); for class masks
-      ``iou_per_class`` and ``dice_per_class`` by class name, ``miou`` and the summed ``class_counts`` (see
-      :func:`~ternaus_zoo.bagging.oof.class_scores`);
+    * ``oof``: the pooled OOF scores of all finished folds (Dice/IoU at the original resolution); for class and
+      multi-label masks ``iou_per_class`` and ``dice_per_class`` by class name, ``miou`` and the summed
+      ``class_counts`` (see :func:`~ternaus_zoo.bagging.oof.class_scores`);
     * ``threshold``: the modules' threshold; ``thresholds``: ``{"default", "oof_best", "per_fold"}``;
     * ``config``: the resolved configuration from ``bag.yaml`` (``data.fold`` varies per fold).
 

@@ -6,7 +6,7 @@ predictions, per-class confusion counts (:class:`ClassConfusion`) pooled into pe
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,22 +83,34 @@ def summarise_oof(directories: Iterable[PathLike], threshold: float = 0.5) -> di
 
 
 class ClassConfusion(pl.Callback):
-    """Per-class TP / FP / FN pixel counts of the multi-class predictions of a ``predict`` run, scored against the
-    class masks at their original resolution (the predicted class is the argmax of the probabilities).
+    """Per-class TP / FP / FN pixel counts of the multi-class or multi-label predictions of a ``predict`` run,
+    scored against the masks at their original resolution (multi-class: the predicted class is the argmax of the
+    probabilities; multi-label: each channel above ``threshold``, as the binary OOF statistics count).
 
     The prediction step must return ``{"name": [...], "probabilities": [(C, H, W) at the original size, ...]}``
     (``SegmentationModule.predict_step``); under DDP the counts are summed over the processes at the end.
 
     Args:
-        masks: ``{stem: class mask file}``.
+        masks: ``{stem: class mask file}``; unused with ``multilabel_masks``.
         num_classes: ``C``.
         ignore_index: mask value left out of the counts.
+        multilabel_masks: for multi-label predictions, ``stem -> (C, H, W)`` bool ground truth (as the data set
+            reads it: class folders or the channels of one file).
+        threshold: the multi-label foreground threshold.
 
     After the run, :attr:`counts` is ``{"tp": [...], "fp": [...], "fn": [...]}`` (``C`` integers each).
     """
 
-    def __init__(self, masks: Mapping[str, PathLike], num_classes: int, ignore_index: int | None = None) -> None:
+    def __init__(
+        self,
+        masks: Mapping[str, PathLike],
+        num_classes: int,
+        ignore_index: int | None = None,
+        multilabel_masks: Callable[[str], np.ndarray] | None = None,
+        threshold: float = 0.5,
+    ) -> None:
         self.masks, self.num_classes, self.ignore_index = masks, num_classes, ignore_index
+        self.multilabel_masks, self.threshold = multilabel_masks, threshold
         self.totals = torch.zeros(3, num_classes, dtype=torch.long)
         self.counts: dict[str, list[int]] = {}
 
@@ -115,6 +127,13 @@ class ClassConfusion(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         for name, probabilities in zip(outputs["name"], outputs["probabilities"], strict=True):
+            if self.multilabel_masks is not None:
+                # per-channel counts of overlapping classes: confusion_stats scores one channel or an argmax
+                truth = torch.from_numpy(np.asarray(self.multilabel_masks(name), dtype=bool))
+                predicted = probabilities.detach().float().cpu() > self.threshold
+                counts = [(predicted & truth), (predicted & ~truth), (~predicted & truth)]
+                self.totals += torch.stack([count.sum((1, 2)) for count in counts])
+                continue
             mask = read_class_mask(self.masks[name], self.num_classes, self.ignore_index)
             tp, fp, fn, _ = confusion_stats(
                 probabilities[None].detach().float().cpu(),

@@ -4,6 +4,7 @@ module into the checkpoint, and both predict routes writing one mask folder per 
 from __future__ import annotations
 
 import csv
+import json
 
 import cv2
 import numpy as np
@@ -90,3 +91,23 @@ def test_a_multilabel_model_refuses_other_masks(tmp_path, monkeypatch, capsys):
         main(["fit", f"--data.dataset={tmp_path / 'plain'}", "--model.multilabel=true", *TINY])
     assert stop.value.code == 2
     assert "a multi-label model needs data.mask_mode=multilabel, got 'binary'" in capsys.readouterr().err
+
+
+def test_a_multilabel_bag_manifest_pools_per_class_oof_scores(tmp_path, monkeypatch):
+    truth = write_class_folders(tmp_path / "streets", count=6, size=24)
+    monkeypatch.chdir(tmp_path)
+    bag_dir = tmp_path / "bag"
+    main(["bag", f"--bag_dir={bag_dir}", f"--data.dataset={tmp_path / 'streets'}", "--data.mask_mode=multilabel",
+          "--model.num_classes=2", '--data.class_names=["road", "ground"]', "--folds=2", "--trainer.max_epochs=1",
+          *TINY])  # fmt: skip
+    manifest = json.loads((bag_dir / "manifest.json").read_text())
+    oof, folds = manifest["oof"], manifest["folds"]
+    assert oof["class_names"] == ["road", "ground"] and set(oof["iou_per_class"]) == {"road", "ground"}
+    counts = {key: np.array(oof["class_counts"][key]) for key in ("tp", "fp", "fn")}
+    for key, pooled in counts.items():  # the folds' counts summed
+        assert pooled.tolist() == np.sum([entry["oof"]["class_counts"][key] for entry in folds], 0).tolist()
+    # every labelled pixel of each (overlapping) class is counted once, at the masks' original resolution
+    assert (counts["tp"] + counts["fn"]).tolist() == np.sum(list(truth.values()), (0, 2, 3)).tolist()
+    iou = counts["tp"] / (counts["tp"] + counts["fp"] + counts["fn"])
+    assert [oof["iou_per_class"][name] for name in ("road", "ground")] == pytest.approx(iou.tolist())
+    assert oof["miou"] == pytest.approx(iou.mean())
