@@ -59,7 +59,7 @@ def test_plan_writes_a_config_fit_accepts_and_planning_again_is_the_same_plan(
     for index in values:  # every value under its reason
         assert lines[index - 1].startswith("# "), lines[index]
     fingerprint = json.loads((out.parent / "fingerprint.json").read_text())
-    assert fingerprint["timings"]["trials"] and fingerprint["timings"]["planning_s"] > 0
+    assert fingerprint["timings"]["trials"] and fingerprint["timings"]["planning_s"] >= 0
     # the same fingerprint and timings: the same plan, without timing again
     code, printed, errors = run(["plan", str(shapes_folder), "--budget", "5m", "--out", str(out)], capsys)
     assert code == 0 and TIMED == ["albunet34", "linknet34"]  # timed once, by the first plan
