@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,7 @@ QUIET = [
     "--trainer.max_epochs=1",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",  # tiny inputs: fewer steps than Lightning's interval would be warned about
 ]
 
 
@@ -149,9 +151,13 @@ def run_in_process(arguments: list[str], cwd: Path, capsys, monkeypatch) -> tupl
     monkeypatch.chdir(cwd)
     monkeypatch.delenv("TERNAUS_ZOO_DEBUG", raising=False)
     capsys.readouterr()
-    with pytest.raises(SystemExit) as stop:
+    # the warnings a console would print (pytest records them instead), as lines of stderr; Python hides
+    # deprecation warnings by default
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as stop:
+        warnings.simplefilter("always")
         main(arguments)
-    return stop.value.code, capsys.readouterr().err
+    shown = [f"{warning.message}\n" for warning in caught if not issubclass(warning.category, DeprecationWarning)]
+    return stop.value.code, capsys.readouterr().err + "".join(shown)
 
 
 def assert_one_line(code: int, stderr: str, named: list[str]) -> None:
