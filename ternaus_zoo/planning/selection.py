@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ternaus_zoo.data import restore_original_size
+from ternaus_zoo.inference.postprocessing import PostProcessingStep, apply_steps, component_areas
 from ternaus_zoo.metrics import class_labels, confusion_stats, dice_score, iou_score
 from ternaus_zoo.planning.bags import OutOfFoldBag
-from ternaus_zoo.planning.postprocessing import PostProcessingStep, apply_steps, component_areas
 
 __all__ = [
     "SELECTION_FORMAT",
@@ -111,7 +111,7 @@ class OutOfFoldSet:
         return sum(weight * restore_original_size(torch.from_numpy(array).float(), size) for weight, array in chosen)
 
     def to_mask(self, probabilities: torch.Tensor, threshold: Threshold) -> np.ndarray:
-        """Probabilities ``(C, H, W)`` to the mask of :mod:`~ternaus_zoo.planning.postprocessing` (foreground where
+        """Probabilities ``(C, H, W)`` to the mask of :mod:`~ternaus_zoo.inference.postprocessing` (foreground where
         ``probability > threshold``, as ``ternaus-zoo predict`` writes masks)."""
         if self.mode == "classes":
             return probabilities.argmax(0).numpy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ternaus_zoo.planning.postprocessing import (
+from ternaus_zoo.inference.postprocessing import (
     PostProcessingStep,
     apply_steps,
     component_areas,

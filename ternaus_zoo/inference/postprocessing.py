@@ -9,6 +9,9 @@ Each step works on a predicted mask at the image's original resolution, in any m
 ``scope="foreground"`` treats every non-background pixel together (the union of the channels of a multi-label
 mask); ``scope="per_class"`` treats each class (channel) on its own. Components are 8-connected (OpenCV), holes are
 background regions that do not touch the border (SciPy's ``binary_fill_holes``, 4-connected background).
+
+The steps are chosen on out-of-fold evidence by ``ternaus-zoo select`` (``planning/selection.py``) and applied
+by prediction; they live here, below both.
 """
 
 from __future__ import annotations
