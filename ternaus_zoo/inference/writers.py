@@ -26,6 +26,7 @@ from torch import Tensor
 from ternaus_zoo.data.display import overlay
 from ternaus_zoo.data.io import read_binary_mask, read_image
 from ternaus_zoo.data.transforms import valid_size
+from ternaus_zoo.inference.postprocessing import PostProcessingStep, apply_steps
 from ternaus_zoo.metrics import class_labels
 
 HISTOGRAM_BINS = 100
@@ -116,6 +117,8 @@ class MaskWriter(PerImageWriter):
         multilabel: the probabilities are multi-label; default: the module's ``hparams.multilabel``.
         class_names: the class folders of multi-label masks; default: the module's ``class_names``, else
             ``class0``, ``class1``, ...
+        postprocessing: cleaning steps applied in order to each thresholded mask at the image's original size
+            (those ``ternaus-zoo select`` kept; the probabilities saved are not cleaned).
     """
 
     def __init__(
@@ -126,9 +129,11 @@ class MaskWriter(PerImageWriter):
         overlay: bool = False,
         multilabel: bool | None = None,
         class_names: list[str] | None = None,
+        postprocessing: Sequence[PostProcessingStep] = (),
     ) -> None:
         super().__init__(output_dir)
         self.threshold = threshold
+        self.postprocessing = list(postprocessing)
         self.save_probabilities = save_probabilities
         self.overlay = overlay
         self.multilabel = multilabel
@@ -153,6 +158,10 @@ class MaskWriter(PerImageWriter):
 
     def write_image(self, name: str, probabilities: Tensor) -> None:
         mask = probabilities_to_mask(probabilities, self.threshold, self._multilabel)
+        if self.postprocessing:
+            mode = "multilabel" if self._multilabel else "binary" if probabilities.shape[0] == 1 else "classes"
+            cleaned = apply_steps(mask if mode == "classes" else mask > 0, self.postprocessing, mode)
+            mask = cleaned.astype(np.uint8) * (1 if mode == "classes" else 255)
         if self._multilabel:
             paths = [self.output_dir / folder / f"{name}.png" for folder in class_labels(len(mask), self._class_names)]
             for path, channel in zip(paths, mask, strict=True):
