@@ -12,7 +12,9 @@ stays LightningCLI's). The chain, for every image:
    those over the augmentations; with ``tile_size`` the image is cut into overlapping tiles
    (:class:`~ternaus_zoo.inference.tiling.SlidingWindowPredictor`, Gaussian blending);
 3. resize the probabilities back to the file's size and write ``<name>.png`` (0/255 at ``threshold``,
-   or class indices) and optionally ``<name>.npy`` with :class:`~ternaus_zoo.inference.writers.MaskWriter`.
+   or class indices) and optionally ``<name>.npy`` with :class:`~ternaus_zoo.inference.writers.MaskWriter`;
+   with tiles, a TIFF is read by windows and its mask written block by block into ``<name>.tif`` instead
+   (:func:`~ternaus_zoo.inference.tiling.predict_tiff`).
 
 Manifest (written by ``ternaus-zoo bag``, JSON): ``checkpoints`` and ``last_checkpoints`` (paths
 relative to the manifest's folder), ``threshold``, ``thresholds.oof_best`` and ``config.data.val_size``
@@ -24,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,10 +36,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ternaus_zoo.data.datasets import ImageFolderDataset
+from ternaus_zoo.data.listing import list_images
 from ternaus_zoo.data.transforms import restore_original_size, val_transforms, valid_size
+from ternaus_zoo.data.windows import open_tiff_windows
 from ternaus_zoo.errors import BadValueError, MissingPathError, UserError
 from ternaus_zoo.inference.ensemble import Ensemble, Reduction, model_from_checkpoint
-from ternaus_zoo.inference.tiling import SlidingWindowPredictor
+from ternaus_zoo.inference.postprocessing import PostProcessingStep
+from ternaus_zoo.inference.tiling import SlidingWindowPredictor, predict_tiff
 from ternaus_zoo.inference.tta import DEFAULT_SCALES, GEOMETRIC_SETS, TTA, Activation
 from ternaus_zoo.inference.writers import MaskWriter
 from ternaus_zoo.interrupts import InterruptNotice
@@ -68,6 +73,9 @@ class PredictionSpec:
         class_names: the module's class names, if any.
         tile_size: the side of the patches the models were trained on (``data.patch_size``), the default tile of
             prediction; ``None`` when they were trained on whole images.
+        weights: the models' weights in the ensemble (a saved folder's, chosen by ``ternaus-zoo select``);
+            ``None``: equal.
+        postprocessing: the cleaning steps applied to each mask, as saved (``PostProcessingStep.to_dict``).
     """
 
     checkpoints: list[Path]
@@ -79,6 +87,8 @@ class PredictionSpec:
     multilabel: bool = False
     class_names: list[str] | None = None
     tile_size: int | None = None
+    weights: list[float] | None = None
+    postprocessing: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def activation(self) -> Activation:
@@ -150,6 +160,7 @@ def build_predictor(
     tta: str = "none",
     activation: Activation = "sigmoid",
     reduction: Reduction = "mean",
+    weights: Sequence[float] | None = None,
 ) -> nn.Module:
     """One ``nn.Module`` over several models: ``(B, C_in, H, W)`` normalised images to ``(B, K, H, W)``.
 
@@ -161,7 +172,7 @@ def build_predictor(
     """
     if tta not in TTA_CHOICES:
         raise ValueError(f"unknown tta {tta!r}; choose one of {TTA_CHOICES}")
-    model: nn.Module = Ensemble(list(models), reduction=reduction, activation=activation)
+    model: nn.Module = Ensemble(list(models), reduction=reduction, activation=activation, weights=weights)
     if tta != "none":
         geometric, _, scaled = tta.partition("+")
         model = TTA(model, geometric, scales=DEFAULT_SCALES if scaled else None, activation=None)
@@ -234,15 +245,14 @@ class FolderPredictor(pl.LightningModule):
             return self.tile_scale
         return self.scale_size / max(height, width) if self.scale_size else 1.0
 
-    def predict_image(self, image: Tensor) -> Tensor:
-        """``(C, h, w)`` normalised image (no padding) to ``(K, h, w)`` float32 probabilities on the CPU."""
-        if self.tile_size is None:
-            return self.model(image[None])[0].float().cpu()
+    def tiler(self, height: int, width: int) -> SlidingWindowPredictor:
+        """The sliding-window predictor of an ``height x width`` image (``tile_size`` given)."""
+        assert self.tile_size is not None
         raw = self.statistics is not None
-        tiler = SlidingWindowPredictor(
+        return SlidingWindowPredictor(
             self.model,
             tile_size=self.tile_size,
-            scale=self.scale_of(*image.shape[-2:]),
+            scale=self.scale_of(height, width),
             overlap=self.tile_overlap,
             batch_size=self.tile_batch_size,
             device=self.device,
@@ -250,7 +260,12 @@ class FolderPredictor(pl.LightningModule):
             preprocess=self.normalise if raw else None,
             accumulator_dtype=torch.float16 if raw else torch.float32,
         )
-        return tiler(image).float()
+
+    def predict_image(self, image: Tensor) -> Tensor:
+        """``(C, h, w)`` normalised image (no padding) to ``(K, h, w)`` float32 probabilities on the CPU."""
+        if self.tile_size is None:
+            return self.model(image[None])[0].float().cpu()
+        return self.tiler(*image.shape[-2:])(image).float()
 
     def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
         outputs = []
@@ -283,6 +298,7 @@ def predict_folder(
     num_workers: int = 0,
     progress: bool = False,
     precision: str | None = None,
+    postprocessing: Sequence[PostProcessingStep] = (),
 ) -> list[Path]:
     """Write ``<output_dir>/<stem>.png`` (and ``.npy`` probabilities) for every image of ``input_dir``.
 
@@ -297,12 +313,18 @@ def predict_folder(
         save_probabilities: also write ``float16`` ``(K, H, W)`` ``.npy`` files.
         overlay: also write ``<output_dir>/overlays/<stem>.png``, each image with its mask painted on.
         multilabel, class_names: multi-label probabilities, written as ``<output_dir>/<class name>/<stem>.png``.
-        tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size: see :class:`FolderPredictor`.
+        tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size: see :class:`FolderPredictor`. With
+            ``tile_size``, a TIFF that reads by windows (:func:`~ternaus_zoo.data.windows.open_tiff_windows`) is
+            predicted block by block into ``<stem>.tif`` (unless ``save_probabilities``, ``overlay``,
+            ``multilabel`` or ``postprocessing``, which need it whole): memory bounded whatever its size. Other
+            files are read whole.
         accelerator: Lightning's (``"cpu"``, ``"gpu"``, ``"auto"``); one device.
         num_workers: loader processes.
         progress: Lightning's progress bar.
         precision: Lightning's; default :func:`~ternaus_zoo.precision.fast_precision` (bfloat16
             autocast where the hardware has it); the model is also put in channels-last memory format.
+        postprocessing: cleaning steps applied to each thresholded mask at the image's original size (after
+            the tiles are stitched).
 
     Returns:
         The mask files written, sorted.
@@ -311,15 +333,11 @@ def predict_folder(
     if info is None:
         raise ValueError(f"{type(model).__name__} has no `info` (ModelInfo): wrap zoo models (build_predictor)")
     info = info.for_channels(in_channels or info.in_channels)
-    if tile_size is not None:
-        # tiles of the full-resolution image, read as it is (uint8) and normalised tile by tile: memory is the
-        # image as stored, the tiles, and the output (a float32 copy of a 5000x5000 RGB image alone is 300 MB)
-        if val_size is not None:
-            raise BadValueError(f"val_size={val_size} does not apply with tile_size: tiles are cut at full resolution")
-        dataset = ImageFolderDataset(input_dir, channels=in_channels, raw=True)
-    else:
-        dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
-    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
+    model = model.to(memory_format=torch.channels_last)  # 1.2x on CPU: benchmarks/results/speed_options.md
+    raw_info = info if tile_size is not None else None
+    module = FolderPredictor(
+        model, val_size, tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size, raw_info=raw_info
+    )
     writer = MaskWriter(
         str(output_dir),
         threshold=threshold,
@@ -327,6 +345,7 @@ def predict_folder(
         overlay=overlay,
         multilabel=multilabel,
         class_names=class_names,
+        postprocessing=postprocessing,
     )
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -338,13 +357,47 @@ def predict_folder(
         enable_progress_bar=progress,
         precision=precision or fast_precision(),
     )
-    model = model.to(memory_format=torch.channels_last)  # 1.2x on CPU: benchmarks/results/speed_options.md
-    raw_info = info if tile_size is not None else None
-    module = FolderPredictor(
-        model, val_size, tile_size, tile_overlap, tile_batch_size, tile_scale, scale_size, raw_info=raw_info
-    )
+    by_windows: dict[str, Path] = {}
+    if tile_size is not None:
+        # tiles of the full-resolution image, read as it is (uint8) and normalised tile by tile: memory is the
+        # image as stored, the tiles, and the output (a float32 copy of a 5000x5000 RGB image alone is 300 MB)
+        if val_size is not None:
+            raise BadValueError(f"val_size={val_size} does not apply with tile_size: tiles are cut at full resolution")
+        images = list_images(input_dir)
+        if not (save_probabilities or overlay or multilabel or postprocessing):  # these need the whole image
+            by_windows = _predict_tiffs(trainer, module, images, Path(output_dir), in_channels, threshold)
+        if len(by_windows) == len(images):
+            return sorted(by_windows.values())
+        rest = [stem for stem in images if stem not in by_windows]
+        dataset = ImageFolderDataset(input_dir, channels=in_channels, raw=True, stems=rest)
+    else:
+        dataset = ImageFolderDataset(input_dir, val_transforms(info, val_size), channels=in_channels)
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers)
     trainer.predict(module, dataloaders=loader, return_predictions=False)
     if multilabel:
         folders = class_labels(info.num_classes, class_names)
         return sorted(Path(output_dir) / folder / f"{stem}.png" for folder in folders for stem in dataset.stems)
-    return sorted(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)
+    return sorted([*by_windows.values(), *(Path(output_dir) / f"{stem}.png" for stem in dataset.stems)])
+
+
+def _predict_tiffs(
+    trainer: pl.Trainer,
+    module: FolderPredictor,
+    images: dict[str, Path],
+    output_dir: Path,
+    channels: int | None,
+    threshold: float,
+) -> dict[str, Path]:
+    """Predict the TIFFs of ``images`` that read by windows (:func:`~ternaus_zoo.data.windows.open_tiff_windows`)
+    into ``<output_dir>/<stem>.tif``, block by block (:func:`~ternaus_zoo.inference.tiling.predict_tiff`), in
+    memory bounded whatever their size, on the trainer's device and precision; ``{stem: mask file}``."""
+    written = {}
+    module.to(trainer.strategy.root_device)
+    for stem, path in images.items():
+        windows = open_tiff_windows(path, channels)
+        if windows is None:
+            continue
+        with windows, torch.inference_mode(), trainer.strategy.precision_plugin.forward_context():
+            tiler = module.tiler(*windows.shape[1:])
+            written[stem] = predict_tiff(tiler, windows, output_dir / f"{stem}.tif", threshold=threshold)
+    return written

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ternaus_zoo.data.windows import TiffWindows, open_tiff_windows
+from ternaus_zoo.data.windows import TiffWindows
 from ternaus_zoo.inference.tta import Activation, apply_activation
 from ternaus_zoo.inference.writers import MaskTiff, probabilities_to_mask
 
@@ -352,14 +352,12 @@ class SlidingWindowPredictor:
                 # the part of the tile inside the region, in tile and in region coordinates
                 top_in, bottom_in = max(y0, y), min(y1, y + rows.extent)
                 left_in, right_in = max(x0, x), min(x1, x + columns.extent)
-                weights = torch.from_numpy(
-                    np.outer(
-                        rows.weights[i][top_in - y : bottom_in - y], columns.weights[j][left_in - x : right_in - x]
-                    )
-                ).float()
+                # the separable weights broadcast, row by column, instead of an outer-product map per tile
+                row_weights = torch.from_numpy(rows.weights[i][top_in - y : bottom_in - y]).float()[:, None]
+                column_weights = torch.from_numpy(columns.weights[j][left_in - x : right_in - x]).float()
                 part = prediction[:, top_in - y : bottom_in - y, left_in - x : right_in - x]
                 region = output[:, top_in - y0 : bottom_in - y0, left_in - x0 : right_in - x0]
-                region += (part * weights).to(output.dtype)
+                region += (part * row_weights * column_weights).to(output.dtype)
             bar.update(len(batch))
         assert output is not None
         return output
@@ -388,7 +386,7 @@ class SlidingWindowPredictor:
         return output[None] if batched else output
 
     @torch.inference_mode()
-    def blocks(self, image: ImageLike, block_tiles: int = 8) -> Iterator[tuple[int, int, Tensor]]:
+    def blocks(self, image: ImageLike, block_tiles: int = 4) -> Iterator[tuple[int, int, Tensor]]:
         """Predict ``image`` (``(C, H, W)``, e.g. a lazily read :class:`~ternaus_zoo.data.windows.TiffWindows`)
         block by block, in memory bounded by the block, whatever the image's size.
 
@@ -436,37 +434,29 @@ def _blocks(plan: AxisPlan, length: int, block_tiles: int) -> list[tuple[int, in
 
 def predict_tiff(
     predictor: SlidingWindowPredictor,
-    image_path: str | os.PathLike,
+    image: TiffWindows,
     mask_path: str | os.PathLike,
     *,
-    channels: int | None = None,
     threshold: float = 0.5,
     multilabel: bool = False,
-    block_tiles: int = 8,
-) -> Path | None:
-    """Write the mask of a large TIFF into the TIFF ``mask_path`` block by block, reading only the windows the
-    tiles need: memory is bounded by the tiles and one block (:meth:`SlidingWindowPredictor.blocks`), not by the
-    image, for tiled TIFFs (a striped one decodes strips as wide as the image).
+    block_tiles: int = 4,
+) -> Path:
+    """Write the mask of a large TIFF (read by windows: :func:`~ternaus_zoo.data.windows.open_tiff_windows`) into
+    the TIFF ``mask_path`` block by block: memory is bounded by the tiles and one block
+    (:meth:`SlidingWindowPredictor.blocks`), not by the image, for tiled TIFFs (a striped one decodes strips as wide
+    as the image).
 
-    The predictor must give probabilities (``activation``) of images as read (``preprocess`` normalising
-    ``uint8`` or [0, 1] tiles). The mask is what :class:`~ternaus_zoo.inference.writers.MaskWriter` writes as a
-    PNG (0/255 at ``threshold`` for one channel, class indices for several), as an uncompressed ``uint8`` TIFF;
-    multi-label masks hold one 0/255 channel per class, ``(H, W, K)``.
-
-    Returns:
-        ``mask_path``, or ``None`` when ``image_path`` cannot be read by windows (another format, a stack of
-        pages, a compression that needs ``imagecodecs``): read it whole.
+    The predictor must give probabilities (a probability model or ``activation``) of images as read (``preprocess``
+    normalising ``uint8`` or [0, 1] tiles). The mask is what :class:`~ternaus_zoo.inference.writers.MaskWriter`
+    writes as a PNG (0/255 at ``threshold`` for one channel, class indices for several), as an uncompressed
+    ``uint8`` TIFF; multi-label masks hold one 0/255 channel per class, ``(H, W, K)``. Returns ``mask_path``.
     """
-    image = open_tiff_windows(image_path, channels)
-    if image is None:
-        return None
-    with image:
-        height, width = image.shape[1:]
-        mask_file: MaskTiff | None = None
-        for y, x, probabilities in predictor.blocks(image, block_tiles):
-            mask = probabilities_to_mask(probabilities.float(), threshold, multilabel)
-            mask = mask.transpose(1, 2, 0) if multilabel else mask
-            if mask_file is None:
-                mask_file = MaskTiff(mask_path, height, width, mask.shape[2] if multilabel else 1)
-            mask_file.write(y, x, mask)
+    height, width = image.shape[1:]
+    mask_file: MaskTiff | None = None
+    for y, x, probabilities in predictor.blocks(image, block_tiles):
+        mask = probabilities_to_mask(probabilities.float(), threshold, multilabel)
+        mask = mask.transpose(1, 2, 0) if multilabel else mask
+        if mask_file is None:
+            mask_file = MaskTiff(mask_path, height, width, mask.shape[2] if multilabel else 1)
+        mask_file.write(y, x, mask)
     return Path(mask_path)

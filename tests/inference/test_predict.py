@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from ternaus_zoo.inference import TTA, Ensemble
@@ -154,6 +155,15 @@ def test_predict_folder_with_a_manifest_d4_and_tiles_writes_masks_at_original_si
         assert probabilities.shape == (1, *mask.shape) and 0 <= probabilities.min() <= probabilities.max() <= 1
         clear = np.abs(probabilities[0].astype(np.float32) - 0.5) > 1e-3  # float16 rounding near the threshold
         assert np.array_equal((mask == 255)[clear], (probabilities[0] > 0.5)[clear])
+
+
+def test_tiled_tiffs_are_read_by_windows_into_tiff_masks_equal_to_the_whole_read(manifest, images, tmp_path):
+    """With tiles, a TIFF goes block by block into ``<stem>.tif``; its mask is the one its PNG twin gets."""
+    tifffile.imwrite(images / "tiff.tif", cv2.imread(str(images / "wide.png"))[..., ::-1], tile=(16, 16))
+    model = load_predictor(prediction_spec(manifest=manifest))
+    written = predict_folder(model, images, tmp_path / "masks", tile_size=16, tile_overlap=0.5, precision="32-true")
+    assert [path.name for path in written] == ["square.png", "tall.png", "tiff.tif", "wide.png"]
+    np.testing.assert_array_equal(tifffile.imread(written[2]), cv2.imread(str(written[3]), cv2.IMREAD_UNCHANGED))
 
 
 def test_tiles_covering_the_image_give_the_whole_image_prediction():
