@@ -18,6 +18,7 @@ from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.inference import export_onnx, export_torchscript
 from ternaus_zoo.inference.ensemble import model_from_checkpoint
 from ternaus_zoo.inference.export import PixelInput
+from ternaus_zoo.inference.postprocessing import steps_from_dicts
 from ternaus_zoo.inference.predict import (
     TTA_CHOICES,
     PredictionSpec,
@@ -319,7 +320,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         val_size = None
     else:
         val_size = spec.val_size if options.val_size == -1 else options.val_size
-    model = build_predictor(models, tta, spec.activation, reduction)
+    model = build_predictor(models, tta, spec.activation, reduction, spec.weights)
     written = predict_folder(
         model,
         options.input,
@@ -338,6 +339,7 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
         scale_size=spec.val_size,
         accelerator=options.accelerator,
         num_workers=options.num_workers,
+        postprocessing=steps_from_dicts(spec.postprocessing),
     )
     print(
         f"predict: {len(written)} masks in {options.output} ({len(models)} model(s), tta {tta}, "
@@ -420,7 +422,7 @@ def export(args: Sequence[str]) -> float | None:
             f"--tile_size={options.tile_size} is not a multiple of {multiple}, the size multiple of "
             f"{models[0].info.name}: try {max(multiple, round(options.tile_size / multiple) * multiple)}"
         )
-    model = build_predictor(models, tta, None if options.logits else spec.activation, reduction)
+    model = build_predictor(models, tta, None if options.logits else spec.activation, reduction, spec.weights)
     info = models[0].info.for_channels(spec.in_channels)
     if not options.normalized_input:
         model = PixelInput(model, info.mean, info.std)
@@ -434,6 +436,8 @@ def export(args: Sequence[str]) -> float | None:
             "ternaus_zoo.std": json.dumps(list(info.std)),
             "ternaus_zoo.output": "logits" if options.logits else f"{spec.activation} probabilities",
             "ternaus_zoo.tta": tta,
+            # the cleaning steps of a --pretrained folder, for the mask thresholded from the stitched output
+            "ternaus_zoo.postprocessing": json.dumps(spec.postprocessing),
         }
         difference = export_onnx(
             model, options.output, options.tile_size, spec.in_channels, options.opset, options.exporter,

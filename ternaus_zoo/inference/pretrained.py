@@ -1,9 +1,11 @@
 """``from_pretrained``: a saved model or ensemble folder, or a hub repository, back as one module.
 
 A folder holds ``config.json`` (``kind``: ``"model"`` or ``"ensemble"``) and safetensors weights; its
-``prediction`` section (evaluation size, threshold, TTA, reduction) says how ``ternaus-zoo predict
---pretrained`` uses it. Ensemble folders (``ternaus-zoo export --format pretrained --manifest M``) hold one
-``member<k>.safetensors`` per fold model. Nothing here unpickles: configuration is JSON, weights safetensors.
+``prediction`` section (evaluation size, threshold, TTA, reduction; from format 2 the ``postprocessing`` steps
+applied to each full-resolution mask) says how ``ternaus-zoo predict --pretrained`` uses it. Ensemble folders
+(``ternaus-zoo export --format pretrained --manifest M``) hold one ``member<k>.safetensors`` per fold model; from
+format 2 each member may carry its settings (``weight`` in the weighted mean, ``val_size``). Nothing here
+unpickles: configuration is JSON, weights safetensors.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def prediction_settings(spec: PredictionSpec, tta: str, reduction: str) -> dict[
         "multilabel": spec.multilabel,
         # trained on patches (data.patch_size): predict in tiles of the patch, at the scale of val_size
         "tile_size": spec.tile_size,
+        "postprocessing": list(spec.postprocessing),
     }
 
 
@@ -95,12 +98,16 @@ def save_predictor_pretrained(
     folder: str | os.PathLike,
     prediction: Mapping[str, Any],
     card: Mapping[str, Any] | None = None,
+    member_settings: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write one model (``kind: "model"``) or several (``kind: "ensemble"``) with their ``prediction`` settings.
 
     One model without TTA is written as :func:`~ternaus_zoo.models.pretrained.save_pretrained` writes it
-    (plus the settings), so both ``from_pretrained`` and the model-only loader read it.
+    (plus the settings), so both ``from_pretrained`` and the model-only loader read it. ``member_settings``: one
+    mapping per model stored with it (``weight``: its weight in the ensemble's weighted mean; ``val_size`` ...).
     """
+    if member_settings is not None and len(member_settings) != len(models):
+        raise ValueError(f"{len(member_settings)} member settings for {len(models)} models")
     folder = Path(folder)
     if len(models) == 1 and prediction.get("tta", "none") == "none":
         return save_pretrained(models[0], folder, card, extra={"prediction": dict(prediction)})
@@ -109,7 +116,7 @@ def save_predictor_pretrained(
     for index, model in enumerate(models):
         file = f"member{index}.safetensors"
         save_model(model, str(folder / file), metadata={"format": "pt", "library": LIBRARY})
-        members.append({"file": file, **model_config(model)})
+        members.append({"file": file, **model_config(model), **dict(member_settings[index] if member_settings else {})})
     config = {
         "format_version": FORMAT_VERSION,
         "library": LIBRARY,
@@ -170,6 +177,7 @@ def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> Pre
     """What a folder's ``config.json`` says about predicting with it (as a checkpoint's spec would)."""
     prediction = config.get("prediction") or {}
     info = config.get("info") or {}
+    members = config.get("members") or []
     return PredictionSpec(
         checkpoints=[Path(folder)],
         threshold=float(prediction.get("threshold", 0.5)),
@@ -180,6 +188,8 @@ def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> Pre
         multilabel=bool(prediction.get("multilabel", False)),
         class_names=list(info.get("class_names") or []) or None,
         tile_size=prediction.get("tile_size"),
+        weights=[float(member.get("weight", 1.0)) for member in members] if members else None,
+        postprocessing=list(prediction.get("postprocessing") or []),
     )
 
 
@@ -193,12 +203,15 @@ def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
 
     Returns:
         For a model folder, the model (logits out, eval mode, ``info`` restored: class names,
-        thresholds). For an ensemble folder, one predictor: the members' probabilities reduced as saved,
-        under the saved TTA, ``(B, C, H, W)`` normalised images to ``(B, K, H, W)`` probabilities.
+        thresholds). For an ensemble folder, one predictor: the members' probabilities reduced as saved (weighted
+        by their ``weight``), under the saved TTA, ``(B, C, H, W)`` normalised images to ``(B, K, H, W)``
+        probabilities. The post-processing steps act on masks: ``ternaus-zoo predict --pretrained`` applies them
+        (``pretrained_spec(config, folder).postprocessing``; ``inference.postprocessing.apply_steps``).
     """
     models, config = read_pretrained(source, revision)
     if config.get("kind", "model") == "model":
         return models[0]
     prediction = config.get("prediction") or {}
-    activation = pretrained_spec(config, source).activation
-    return build_predictor(models, prediction.get("tta", "none"), activation, prediction.get("reduction", "mean"))
+    spec = pretrained_spec(config, source)
+    tta, reduction = prediction.get("tta", "none"), prediction.get("reduction", "mean")
+    return build_predictor(models, tta, spec.activation, reduction, spec.weights)

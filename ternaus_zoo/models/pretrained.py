@@ -27,7 +27,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 FIT_CONFIG_FILE = "training_config.yaml"  # the name the card's Reproduce lines give the training configuration
-FORMAT_VERSION = 1
+# 2: an ensemble's members carry their settings (weight, evaluation size) and ``prediction`` the kept
+# post-processing steps (``ternaus-zoo select``); version-1 folders read as before
+FORMAT_VERSION = 2
 LIBRARY = "ternaus_zoo"
 
 

@@ -7,13 +7,18 @@ import pickle
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import ternaus_zoo
 from ternaus_zoo import WeightsError, create_model
+from ternaus_zoo.cli import main
 from ternaus_zoo.inference import build_predictor, from_pretrained, read_pretrained, save_predictor_pretrained
+from ternaus_zoo.inference.ensemble import Ensemble
+from ternaus_zoo.inference.postprocessing import apply_steps, steps_from_dicts
 from ternaus_zoo.inference.pretrained import training_card
 from ternaus_zoo.models.pretrained import (
     CONFIG_FILE,
@@ -117,6 +122,43 @@ def test_an_ensemble_folder_is_one_predictor(tmp_path):
         torch.testing.assert_close(predictor(images), expected, rtol=0, atol=1e-6)
     models, config = read_pretrained(tmp_path)
     assert len(models) == 3 and config["prediction"] == prediction
+
+
+def test_a_version_2_folder_weights_its_members_and_predict_cleans_its_masks(tmp_path, monkeypatch):
+    """Members weighted as saved (from_pretrained and predict --pretrained); the saved steps applied to each
+    full-resolution mask: the masks equal the uncleaned ones after apply_steps."""
+    torch.manual_seed(0)
+    members = [create_model("unet", num_filters=4, depth=2).eval() for _ in range(2)]
+    steps = [{"name": "keep_largest", "scope": "foreground"}, {"name": "fill_holes", "scope": "foreground"}]
+    # untrained, the members' probabilities lie within 0.476-0.481: a threshold inside gives speckled masks
+    prediction = {"val_size": None, "threshold": 0.479, "tta": "none", "reduction": "mean"}
+    settings = [{"weight": 3.0, "val_size": None}, {"weight": 1.0, "val_size": None}]
+    for name, kept in (("plain", []), ("cleaned", steps)):
+        save_predictor_pretrained(members, tmp_path / name, {**prediction, "postprocessing": kept}, None, settings)
+    config = json.loads((tmp_path / "cleaned" / CONFIG_FILE).read_text())
+    assert config["format_version"] == 2 and [member["weight"] for member in config["members"]] == [3.0, 1.0]
+    images = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = Ensemble(members, activation="sigmoid", weights=[3, 1])(images)
+        torch.testing.assert_close(from_pretrained(tmp_path / "cleaned")(images), expected, rtol=0, atol=1e-6)
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(3):
+        pixels = np.random.default_rng(index).integers(0, 256, (40, 36, 3), dtype=np.uint8)
+        cv2.imwrite(str(folder / f"image{index}.png"), pixels)
+    monkeypatch.chdir(tmp_path)
+    for name in ("plain", "cleaned"):
+        main(["predict", f"--pretrained={name}", f"--data.predict_dir={folder}", f"--output=out_{name}"])
+    changed = 0
+    for index in range(3):
+        plain, cleaned = (
+            cv2.imread(f"out_{name}/image{index}.png", cv2.IMREAD_GRAYSCALE) for name in ("plain", "cleaned")
+        )
+        expected_mask = apply_steps(plain > 0, steps_from_dicts(steps), "binary").astype(np.uint8) * 255
+        assert np.array_equal(cleaned, expected_mask), index
+        changed += int((cleaned != plain).any())
+    assert changed  # the steps did something to these noisy masks
 
 
 def test_missing_and_foreign_folders_are_clear_errors(tmp_path):
