@@ -27,15 +27,13 @@ from pytorch_lightning.tuner import Tuner
 
 from ternaus_zoo.bagging import FoldRun, assemble, fold_logger_config, train_bag
 from ternaus_zoo.bagging.layout import BAG_CONFIG_FILE
+from ternaus_zoo.cli_arguments import ArgumentParser, at_least, positive_float
 from ternaus_zoo.cli_classification import classify
 from ternaus_zoo.cli_inference import (
-    ArgumentParser,
     _takes_predict_ensemble,
-    at_least,
     check_predict_folder,
     export,
     export_parser,
-    positive_float,
     predict_ensemble,
     predict_parser,
 )
@@ -47,7 +45,7 @@ from ternaus_zoo.training.demo import run_demo
 DEBUG_VARIABLE = "TERNAUS_ZOO_DEBUG"
 LR_FIND_MIN_STEPS = 12
 
-USAGE = """usage: ternaus-zoo {fit,validate,test,predict,lr-find,bag,export,demo,plan,auto,select,classify} ... [--debug]
+USAGE = """usage: ternaus-zoo COMMAND ... [--debug], a COMMAND of the list below
 
   fit | validate | test | predict   LightningCLI subcommands, e.g.
                                     ternaus-zoo fit --config configs/kvasir_unet11.yaml

@@ -8,12 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from torch import nn
 
+from ternaus_zoo.cli_arguments import ArgumentParser, at_least, boolean, number, positive_float
 from ternaus_zoo.errors import BadValueError, MissingPathError
 from ternaus_zoo.inference import export_onnx, export_torchscript
 from ternaus_zoo.inference.ensemble import model_from_checkpoint
@@ -35,23 +36,6 @@ from ternaus_zoo.inference.pretrained import (
 )
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, descriptions kept as written."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse for the plain commands: defaults in ``--help``, no abbreviated options (an option given is an
-    option named, which the checks of options that do not apply rely on), and a mistake raised as a
-    :class:`~ternaus_zoo.errors.BadValueError`, which the command line reports on one line (argparse would print
-    its usage first)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(formatter_class=HelpFormatter, allow_abbrev=False, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise BadValueError(message)
-
-
 def given_options(args: Sequence[str]) -> set[str]:
     """The option names on a command line: ``["--tta", "d4", "--output=x"]`` -> ``{"--tta", "--output"}``."""
     return {arg.split("=", 1)[0] for arg in args if arg.startswith("--")}
@@ -64,44 +48,8 @@ def refuse_options(given: set[str], options: Sequence[str], reason: str) -> None
             raise BadValueError(f"{option} does not apply {reason}")
 
 
-def _number(text: str, kind: Callable[[str], Any]) -> Any:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
-
-
-def at_least(minimum: float, kind: Callable[[str], Any] = int) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` (int or float) of at least ``minimum``."""
-
-    def parse(text: str) -> Any:
-        value = _number(text, kind)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-def _boolean(text: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a number above 0 (a factor, a rate)."""
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def _fraction(text: str) -> float:
-    value = _number(text, float)
+    value = number(text, float)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
@@ -110,7 +58,7 @@ def _fraction(text: str) -> float:
 def _threshold(text: str) -> float | str:
     if text == "oof":
         return text
-    value = _number(text, float)
+    value = number(text, float)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be a probability in [0, 1] or oof, got {text}")
     return value
@@ -261,11 +209,11 @@ def predict_parser() -> argparse.ArgumentParser:
         help="a probability, or oof (the manifest's OOF-tuned one); default: the manifest's or the checkpoint's",
     )  # fmt: skip
     parser.add_argument(
-        "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=_boolean,
+        "--writer.save_probabilities", "--save_probabilities", dest="save_probabilities", type=boolean,
         nargs="?", const=True, default=False, help="also write float16 <name>.npy probabilities",
     )  # fmt: skip
     parser.add_argument(
-        "--writer.overlay", "--overlay", dest="overlay", type=_boolean, nargs="?", const=True, default=False,
+        "--writer.overlay", "--overlay", dest="overlay", type=boolean, nargs="?", const=True, default=False,
         help="also write overlays/<name>.png: each image with its mask painted on",
     )  # fmt: skip
     parser.add_argument(

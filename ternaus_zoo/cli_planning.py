@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ternaus_zoo.cli_arguments import ArgumentParser, at_least
 from ternaus_zoo.planning.fingerprint import Fingerprint, fingerprint
 from ternaus_zoo.planning.rules import CANDIDATES, Plan, geometry, make_plan, parse_budget, render, trial_for
 from ternaus_zoo.planning.timing import Device, Timing, device_facts, time_trial
@@ -23,10 +24,6 @@ from ternaus_zoo.planning.timing import Device, Timing, device_facts, time_trial
 PLAN_FILE, PLAN_INFO_FILE, FINGERPRINT_FILE = "plan.yaml", "plan.json", "fingerprint.json"
 # planning may spend the larger of this share of the budget and MIN_PLANNING_S
 PLANNING_SHARE, MIN_PLANNING_S = 0.02, 60.0
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown, descriptions kept as written."""
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -42,14 +39,16 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "--ignore_index", type=int, default=None, help="the mask value of a void class, left out of the loss and scores"
     )
     parser.add_argument("--masks", default="masks", help="the masks sub-folder, or a COCO annotation file")
-    parser.add_argument("--folds", type=int, default=None, help="plan a bag of this many folds (default: one model)")
+    parser.add_argument(
+        "--folds", type=at_least(2), default=None, help="plan a bag of this many folds (default: one model)"
+    )
     parser.add_argument(
         "--holdout_every",
-        type=int,
+        type=at_least(0),
         default=0,
         help="hold out sorted(stems)[::k] for scoring, never trained on (0: score the validation fold)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed_everything of the plan")
+    parser.add_argument("--seed", type=at_least(0), default=0, help="seed_everything of the plan")
 
 
 def _timings_key(device: Device, trial: Any) -> str:
@@ -128,7 +127,7 @@ def make(options: argparse.Namespace, out: Path, started: float) -> Plan:
 
 def plan(args: Sequence[str]) -> Plan:
     """``ternaus-zoo plan DATA [--budget 60m] [--out plan.yaml] ...``: write a recipe for this data and machine."""
-    parser = argparse.ArgumentParser(prog="ternaus-zoo plan", description=__doc__, formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="ternaus-zoo plan", description=__doc__)
     _common_options(parser)
     parser.add_argument("--out", type=Path, default=Path(PLAN_FILE), help="the plan's path; its JSON files go beside")
     options = parser.parse_args(args)
@@ -258,9 +257,6 @@ def write_report(
     plan_info: dict[str, Any],
     scores: dict[str, Any],
     curve: list[tuple[float, float]],
-    images: dict[str, Path],
-    predicted: Path,
-    masks: dict[str, Path],
     config: dict[str, Any],
     minutes: float,
 ) -> Path:
@@ -272,8 +268,13 @@ def write_report(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ternaus_zoo.data import read_binary_mask, read_class_mask, read_image
+    from ternaus_zoo.data import list_images, read_binary_mask, read_class_mask, read_image
     from ternaus_zoo.data.display import overlay
+
+    data_dir = Path(config["data"]["dataset"])
+    images = list_images(data_dir / "images")
+    masks = list_images(data_dir / config["data"].get("masks", "masks"))
+    predicted = folder / "predictions"
 
     key = "mean_iou" if "mean_iou" in scores and "dice" not in scores else "dice"
     name = "mean IoU" if key == "mean_iou" else "Dice"
@@ -333,22 +334,60 @@ def write_report(
     return path
 
 
+def score_bag(
+    bag_dir: Path, manifest: dict[str, Any], config: dict[str, Any], *, holdout: bool, tta: str | None, folder: Path
+) -> dict[str, Any]:
+    """Predict with a bag's annealed last checkpoints (the models a time-budgeted schedule was planned for) and
+    score at original resolution (:func:`score_masks`): the hold-out by all of them, else each validation fold by
+    its own model (out of fold: no model sees an image it trained on; per-fold scores beside the pooled ones).
+    Masks go to ``folder/predictions``."""
+    from ternaus_zoo.cli_inference import predict_ensemble
+    from ternaus_zoo.data import list_images
+
+    data_dir = Path(config["data"]["dataset"])
+    images = list_images(data_dir / "images")
+    masks = list_images(data_dir / config["data"].get("masks", "masks"))
+    predicted = folder / "predictions"
+    last = [bag_dir / path for path in manifest["last_checkpoints"]]
+    if holdout:
+        groups = [(last, _scored_stems(bag_dir / "fold0", holdout=True))]
+    else:
+        groups = [([path], _scored_stems(path.parent.parent, holdout=False)) for path in last]
+    stems: list[str] = []
+    for index, (checkpoints, group) in enumerate(groups):
+        predict_ensemble(
+            [
+                *(argument for path in checkpoints for argument in ("--ckpt_path", str(path))),
+                *(["--tta", tta] if tta else []),
+                f"--data.predict_dir={_linked_images(images, group, folder / 'scored_images' / str(index))}",
+                f"--writer.output_dir={predicted}",
+            ]
+        )
+        stems += group
+    scores = score_masks(predicted, masks, sorted(stems), config)
+    scores["scored"] = "the hold-out" if holdout else "each validation fold by its own model's last checkpoint"
+    if len(groups) > 1:
+        scores["per_fold"] = [
+            {key: value for key, value in score_masks(predicted, masks, group, config).items() if key != "per_image"}
+            for _, group in groups
+        ]
+    return scores
+
+
 def auto(args: Sequence[str]) -> dict[str, Any]:
     """``ternaus-zoo auto DATA --budget 60m --out DIR [--folds K]``: plan, train, score, save, report."""
     import yaml
 
     from ternaus_zoo.bagging import assemble
     from ternaus_zoo.cli import bag
-    from ternaus_zoo.cli_inference import export, predict_ensemble
-    from ternaus_zoo.data import list_images
+    from ternaus_zoo.cli_inference import export
 
     started = time.monotonic()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="ternaus-zoo auto",
         description="Plan, train (a bag with --folds), score at original resolution, save a model folder and "
         "write DIR/report.md, all within the budget. Run the same command again after an interruption: it resumes "
         "from DIR/plan.yaml and the checkpoint's clock, and never plans again.",
-        formatter_class=HelpFormatter,
     )
     _common_options(parser)
     parser.add_argument("--out", type=Path, required=True, help="the run's folder")
@@ -369,41 +408,9 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
         bag(["--config", str(plan_path), "--folds", str(n_folds), "--bag_dir", str(bag_dir), *only])
         manifest_path = bag_dir / "manifest.json"
         manifest = assemble(bag_dir, n_folds)
-        holdout = bool(plan_info["holdout_every"])
-        data_dir = Path(config["data"]["dataset"])
-        images = list_images(data_dir / "images")
-        masks = list_images(data_dir / config["data"].get("masks", "masks"))
-        predicted = folder / "predictions"
-        tta = ["--tta", plan_info["tta"]] if plan_info["tta"] else []
-        # the annealed last checkpoints, the models the schedule was planned for: the hold-out by all of them,
-        # else each validation fold by its own model (out of fold: no model sees an image it trained on)
-        last = [bag_dir / path for path in manifest["last_checkpoints"]]
-        if holdout:
-            groups = [(last, _scored_stems(bag_dir / "fold0", holdout=True))]
-        else:
-            groups = [([path], _scored_stems(path.parent.parent, holdout=False)) for path in last]
-        stems: list[str] = []
-        for index, (checkpoints, group) in enumerate(groups):
-            predict_ensemble(
-                [
-                    *("--ckpt_path", *map(str, checkpoints)),
-                    *tta,
-                    f"--data.predict_dir={_linked_images(images, group, folder / 'scored_images' / str(index))}",
-                    f"--writer.output_dir={predicted}",
-                ]
-            )
-            stems += group
-        scores = score_masks(predicted, masks, sorted(stems), config)
-        scores["scored"] = "the hold-out" if holdout else "each validation fold by its own model's last checkpoint"
-        if len(groups) > 1:
-            scores["per_fold"] = [
-                {
-                    key: value
-                    for key, value in score_masks(predicted, masks, group, config).items()
-                    if key != "per_image"
-                }
-                for _, group in groups
-            ]
+        scores = score_bag(
+            bag_dir, manifest, config, holdout=bool(plan_info["holdout_every"]), tta=plan_info["tta"], folder=folder
+        )
         metrics = {key: value for key, value in scores.items() if isinstance(value, float)}
         (folder / "scores.json").write_text(json.dumps(scores, indent=2) + "\n")
         (folder / "metrics.json").write_text(json.dumps(metrics) + "\n")
@@ -411,7 +418,7 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
             [
                 "--manifest",
                 str(manifest_path),
-                *tta,
+                *(["--tta", plan_info["tta"]] if plan_info["tta"] else []),
                 "--format",
                 "pretrained",
                 "--output",
@@ -424,7 +431,7 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
         )
         plan_info["monitor"] = manifest.get("monitor")
         curve = _curve(bag_dir / "fold0", manifest.get("monitor") or "val/iou")
-        report = write_report(folder, plan_info, scores, curve, images, predicted, masks, config, clock.spent_s / 60)
+        report = write_report(folder, plan_info, scores, curve, config, clock.spent_s / 60)
         print(
             f"auto: {', '.join(f'{k} {v:.4f}' for k, v in metrics.items())}; model in {folder / 'model'}, "
             f"report {report}; {clock.spent_s / 60:.1f} of {plan_info['budget']['total_s'] / 60:.1f} min"

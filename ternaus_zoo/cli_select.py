@@ -8,41 +8,19 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from ternaus_zoo.errors import BadValueError
+from ternaus_zoo.cli_arguments import ArgumentParser, at_least
 from ternaus_zoo.planning.bags import check_same_task, load_bag, load_masks
 from ternaus_zoo.planning.selection import select as select_pipeline
 
 SELECTION_FILE = "selection.json"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Option mistakes as a :class:`BadValueError` (one line, exit 2 through ``cli.main``), not argparse's usage."""
-
-    def error(self, message: str) -> NoReturn:
-        raise BadValueError(f"{self.prog}: {message}")
-
-
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = ArgumentParser(
         prog="ternaus-zoo select",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "bags", nargs="+", metavar="BAG_DIR", help="finished bag folders (ternaus-zoo bag) sharing folds"
@@ -53,8 +31,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="folder holding the bags' data set, for the masks (default: bag.yaml's data_root, else TERNAUS_ZOO_DATA)",
     )
-    parser.add_argument("--max_steps", type=_positive(int), default=10, help="forward-selection steps (members)")
-    parser.add_argument("--bootstrap", type=_positive(int), default=2000, help="bootstrap resamplings per trial")
+    parser.add_argument("--max_steps", type=at_least(1), default=10, help="forward-selection steps (members)")
+    parser.add_argument("--bootstrap", type=at_least(1), default=2000, help="bootstrap resamplings per trial")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     return parser
 

@@ -28,6 +28,7 @@ LAYERS = {
     "metrics": 1,
     "weights": 1,
     "precision": 1,
+    "cli_arguments": 1,  # the plain commands' argparse: one-line mistakes, defaults shown; imports only errors
     "interrupts": 1,
     "deprecation": 0,
     "errors": 0,

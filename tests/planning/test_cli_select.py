@@ -67,7 +67,7 @@ def test_unfinished_bag_and_bad_options_through_the_console_script(tmp_path, cap
     assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
     assert "fold 0 is unfinished" in result.stderr
     cases = [
-        ([str(tmp_path / "a"), "--max_steps=0"], "--max_steps: expected a positive int"),
+        ([str(tmp_path / "a"), "--max_steps=0"], "--max_steps: must be at least 1, got 0"),
         ([str(tmp_path / "nowhere")], "bag folder not found"),
         ([str(tmp_path / "a")], "the following arguments are required: --out"),
     ]
