@@ -1,6 +1,7 @@
 """``ternaus-zoo select BAG [BAG ...] --out FOLDER``: choose the ensemble, threshold and post-processing of finished
 bags on their out-of-fold predictions (:mod:`ternaus_zoo.planning.selection`), print the table and write
-``FOLDER/selection.json``."""
+``FOLDER/selection.json`` beside the chosen ensemble as a saved-model folder (:mod:`ternaus_zoo.planning.shipping`:
+``ternaus-zoo predict --pretrained FOLDER``, ``ternaus_zoo.from_pretrained``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from ternaus_zoo.cli_arguments import ArgumentParser, at_least
 from ternaus_zoo.planning.bags import check_same_task, load_bag, load_masks
 from ternaus_zoo.planning.selection import select as select_pipeline
+from ternaus_zoo.planning.shipping import write_selection_folder
 
 SELECTION_FILE = "selection.json"
 
@@ -25,7 +27,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "bags", nargs="+", metavar="BAG_DIR", help="finished bag folders (ternaus-zoo bag) sharing folds"
     )
-    parser.add_argument("--out", required=True, help="the folder to write selection.json into (created)")
+    parser.add_argument(
+        "--out", required=True, help="the folder to write selection.json and the chosen ensemble into (created)"
+    )
     parser.add_argument(
         "--data_root",
         default=None,
@@ -88,6 +92,8 @@ def select(args: Sequence[str]) -> dict[str, Any]:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / SELECTION_FILE).write_text(json.dumps(selection, indent=2) + "\n")
-    print(format_table(selection))
-    print(f"select: wrote {out / SELECTION_FILE}")
+    table = format_table(selection)
+    print(table)
+    write_selection_folder(bags, selection, out, table)
+    print(f"select: wrote {out / SELECTION_FILE} and the ensemble (ternaus-zoo predict --pretrained {out})")
     return selection

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,15 @@ def test_select_two_real_bags(shapes_folder, tmp_path, monkeypatch, capsys):
     assert selection["n_images"] == 8 and len(selection["ensemble"]["nested"]["per_fold"]) == 2
     assert sum(selection["final"]["weights"].values()) == pytest.approx(1.0)
     assert selection["command"][:2] == ["ternaus-zoo", "select"]
+    # the folder is the chosen ensemble: the fold models of the bags with a weight, weighted as chosen
+    config = json.loads((tmp_path / "chosen" / "config.json").read_text())
+    chosen = {name: weight for name, weight in selection["final"]["weights"].items() if weight > 0}
+    assert (config["format_version"], config["kind"], len(config["members"])) == (2, "ensemble", 2 * len(chosen))
+    for name, weight in chosen.items():  # each bag's weight shared by its two fold models
+        shares = [member["weight"] for member in config["members"] if Path(member["bag"]).name == name]
+        assert shares == [pytest.approx(weight / 2)] * 2
+    main(["predict", "--pretrained=chosen", f"--data.predict_dir={shapes_folder / 'images'}", "--output=masks"])
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 8
 
 
 def _write_pair(tmp_path, **second):
