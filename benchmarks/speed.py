@@ -65,26 +65,27 @@ class Runner:
 
     def __init__(self, name: str, kwargs: dict, options: argparse.Namespace) -> None:
         self.name = f"{name}({', '.join(f'{v}' for v in kwargs.values())})" if kwargs else name
+        self.device = torch.device(options.device)
         self.model = create_model(name, **kwargs)
         self.memory_format = torch.channels_last if options.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = self.model.to(self.device, memory_format=self.memory_format)
         self.autocast = options.bf16
         # FLOPs are counted on the eager module; the compiled one does the same arithmetic
         self.forward = torch.compile(self.model) if options.compile else self.model
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-4)
         self.train_images = torch.randn(options.batch, 3, options.size, options.size).to(
-            memory_format=self.memory_format
+            self.device, memory_format=self.memory_format
         )
-        self.targets = (torch.rand(options.batch, 1, options.size, options.size) > 0.5).float()
+        self.targets = (torch.rand(options.batch, 1, options.size, options.size) > 0.5).float().to(self.device)
         self.infer_image = torch.randn(1, 3, options.infer_size, options.infer_size).to(
-            memory_format=self.memory_format
+            self.device, memory_format=self.memory_format
         )
         self.parameters = sum(p.numel() for p in self.model.parameters())
         self.train_flops = self._count(self._train_once) / options.batch
         self.infer_flops = self._count(self._infer_once)
 
     def _context(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
 
     def _train_once(self) -> None:
         self.model.train()
@@ -108,10 +109,13 @@ class Runner:
         self.forward = forward
         return counter.get_total_flops()
 
-    @staticmethod
-    def _time(step: Callable[[], None]) -> float:
+    def _time(self, step: Callable[[], None]) -> float:
+        if self.device.type == "cuda":  # kernels run asynchronously: wait for them on both sides of the clock
+            torch.cuda.synchronize()
         started = time.perf_counter()
         step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - started
 
     def train_step(self) -> float:
@@ -277,7 +281,8 @@ def main() -> None:
     parser.add_argument("--infer_size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--channels_last", action="store_true")
-    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (on the CPU or the GPU)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where both models of a pair run")
     parser.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
     parser.add_argument("--pairs", nargs="*", help="model names to run (default: all)")
     mode = parser.add_mutually_exclusive_group()
@@ -287,8 +292,8 @@ def main() -> None:
     options = parser.parse_args()
     torch.manual_seed(0)
     ceiling = matmul_gflops()
-    # a run of some pairs only writes its own file, beside the full table
-    pairs = "".join(f"_{name}" for name in options.pairs or [])
+    # a run of some pairs (or on the GPU) only writes its own file, beside the full table
+    pairs = "".join(f"_{name}" for name in options.pairs or []) + ("_cuda" if options.device == "cuda" else "")
     if options.options:
         suffix = "_options" + pairs
         title = "Speed options: each model with an option vs itself without"
@@ -308,7 +313,8 @@ def main() -> None:
             f"- training: batch {options.batch}, {options.size}x{options.size}, forward + BCE + backward + Adam; "
             f"inference: batch 1, {options.infer_size}x{options.infer_size}, no_grad; medians of {options.repeats} "
             "alternated steps after a warm-up; FLOPs by torch.utils.flop_counter (training: forward + backward)",
-            f"- float32 matrix multiply (2048x2048) on this machine: {ceiling:.1f} GFLOP/s",
+            f"- device: {torch.cuda.get_device_name() if options.device == 'cuda' else 'the CPU'}",
+            f"- float32 matrix multiply (2048x2048) on this machine's CPU: {ceiling:.1f} GFLOP/s",
             "Ratios above 1: the first named is faster. Peak RSS is the process's high-water mark "
             "after reset, before each side's first steps (it includes everything loaded before).",
             markdown_table(header, rows),

@@ -136,3 +136,11 @@ def test_pinned_refuses_an_unknown_commit_and_an_edited_worktree(repo, capsys):
     with pytest.raises(SystemExit) as raised:
         pinned.main(["HEAD", "--", "true"], root=repo)
     assert raised.value.code == 2 and "uncommitted changes (model.py)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA: the check would run")
+def test_the_gpu_check_refuses_a_machine_without_cuda() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_check", "--scratch"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no CUDA device" in done.stderr
