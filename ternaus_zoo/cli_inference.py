@@ -116,8 +116,8 @@ def _models_and_spec(options: argparse.Namespace, given: set[str]) -> tuple[list
             "with --pretrained: the folder holds the models and their settings",
         )
     elif not options.ckpt_path and not options.manifest:
-        sources = "--ckpt_path (one or more), --manifest" + (" or --pretrained" if "pretrained" in options else "")
-        raise BadValueError(f"no model to {'predict' if 'pretrained' in options else 'export'} with: give {sources}")
+        command = "predict" if "input" in options else "export"
+        raise BadValueError(f"no model to {command} with: give --ckpt_path (one or more), --manifest or --pretrained")
     elif not options.manifest:
         refuse_options(
             given, ("--checkpoint",), "without --manifest: it picks the best or last checkpoint of each fold"
@@ -299,8 +299,8 @@ def predict_ensemble(args: Sequence[str]) -> list[Path]:
 
 # the options of each export format; any other format's given with it is an error
 FORMAT_OPTIONS = {
-    "onnx": ("--tile_size", "--logits", "--normalized_input", "--atol", "--opset", "--exporter"),
-    "torchscript": ("--tile_size", "--logits", "--normalized_input", "--atol"),
+    "onnx": ("--tile_size", "--logits", "--normalized_input", "--atol", "--opset", "--exporter", "--pretrained"),
+    "torchscript": ("--tile_size", "--logits", "--normalized_input", "--atol", "--pretrained"),
     "pretrained": ("--metrics", "--metrics_source"),
 }
 
@@ -320,6 +320,12 @@ def export_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--output", required=True, help="the .onnx or .pt file to write, or the folder (--format pretrained)"
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        help="onnx, torchscript: a saved model folder (or hub id) as one graph, with its TTA, member weights and "
+        "(in the ONNX metadata) its post-processing steps",
     )
     parser.add_argument("--metrics", default=None, help="pretrained: a JSON file of measured metrics for the card")
     parser.add_argument("--metrics_source", default=None, help="pretrained: where the metrics come from")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -159,6 +160,10 @@ def test_a_version_2_folder_weights_its_members_and_predict_cleans_its_masks(tmp
         assert np.array_equal(cleaned, expected_mask), index
         changed += int((cleaned != plain).any())
     assert changed  # the steps did something to these noisy masks
+    # the ONNX export of the folder lists its steps, for the mask thresholded from the graph's output
+    main(["export", "--pretrained=cleaned", "--format=onnx", "--tile_size=32", "--output=cleaned.onnx"])
+    session = onnxruntime.InferenceSession("cleaned.onnx", providers=["CPUExecutionProvider"])
+    assert json.loads(session.get_modelmeta().custom_metadata_map["ternaus_zoo.postprocessing"]) == steps
 
 
 def test_missing_and_foreign_folders_are_clear_errors(tmp_path):
