@@ -109,3 +109,33 @@ def test_auto_plans_trains_scores_saves_and_resumes_without_planning_again(
     assert code == 0, errors
     assert "not planning again" in printed and (out / "plan.yaml").read_text() == plan
     assert json.loads((out / "clock.json").read_text())["spent_s"] > spent
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    [
+        # membrane's 5 px boundaries keep the native scale: patches of it
+        ("membrane", [], {"data.val_size": None, "data.patch_size": 256}),
+        # kvasir's 150 px polyps: whole images at 256 px, as the one-hour recipe
+        ("kvasir-seg", [], {"data.val_size": 256, "data.image_size": 256}),
+        # camvid's 3 px poles: native, contiguous blocks, rare classes weighted and sampled
+        (
+            "camvid-val",
+            ["--ignore_index", "11"],
+            {"data.val_size": None, "data.group_blocks": 3, "data.foreground_share": 0.5, "model.ignore_index": 11},
+        ),
+    ],
+)
+def test_plans_of_the_real_data_sets(
+    name: str, options: list[str], expected: dict, dataset_dir, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "plan.yaml"
+    code, _, errors = run(["plan", str(dataset_dir(name)), "--budget", "60m", "--out", str(out), *options], capsys)
+    assert code == 0, errors
+    config = yaml.safe_load(out.read_text())
+    for key, value in expected.items():
+        section, option = key.split(".")
+        assert config[section][option] == value, key
+    if name == "camvid-val":
+        weights = config["model"]["loss"]["ce"]["class_weights"]
+        assert len(weights) == 11 and weights.index(max(weights)) in (2, 6, 9, 10)  # pole, sign, pedestrian, cyclist
