@@ -50,3 +50,16 @@ TINY_SEGMENTATION_FAMILIES = [
     ("linknet34", {}),
     ("smp.Unet", {"encoder_name": "resnet18"}),
 ]
+
+
+# the tiny run of the command-line tests: a 4-filter U-Net of depth 3 on 32 px images, two folds, on the CPU
+TINY_CLI = [
+    "--model.model=unet",
+    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
+    "--data.image_size=32",
+    "--data.val_size=32",
+    "--data.batch_size=2",
+    "--data.num_workers=0",
+    "--data.n_folds=2",
+    "--trainer.accelerator=cpu",
+]

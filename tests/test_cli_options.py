@@ -23,18 +23,12 @@ from ternaus_zoo.cli import PARSERS, main
 from ternaus_zoo.cli_lightning import ZooCLI, build_cli
 from ternaus_zoo.data.shapes import draw_shapes
 from ternaus_zoo.training import SegmentationModule
+from tests.fakes import TINY_CLI
 
 SCRIPT = Path(sys.executable).with_name("ternaus-zoo")
 TINY = [
-    "--model.model=unet",
-    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
-    "--data.image_size=32",
-    "--data.val_size=32",
-    "--data.batch_size=2",
-    "--data.num_workers=0",
-    "--data.n_folds=2",
+    *TINY_CLI,
     "--trainer.max_epochs=1",
-    "--trainer.accelerator=cpu",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]

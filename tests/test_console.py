@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from ternaus_zoo.data.shapes import draw_shapes
+from tests.fakes import TINY_CLI
 
 # the lines these commands may print on stderr: the marker this test prints before each command, nothing else
 ALLOWED = (re.compile(r"=== \S+$"),)
@@ -29,15 +30,8 @@ for arguments in json.loads(sys.argv[1]):
     main(arguments)
 """
 TINY = [
-    "--model.model=unet",
-    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
-    "--data.image_size=32",
-    "--data.val_size=32",
-    "--data.batch_size=2",
-    "--data.num_workers=0",
-    "--data.n_folds=2",
+    *TINY_CLI,
     "--trainer.max_epochs=1",
-    "--trainer.accelerator=cpu",
     "--trainer.log_every_n_steps=1",  # tiny inputs: fewer steps than Lightning's interval would be warned about
 ]
 

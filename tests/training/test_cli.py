@@ -26,19 +26,9 @@ from ternaus_zoo.inference.predict import load_predictor, prediction_spec
 from ternaus_zoo.inference.pretrained import TRAINING_CONFIG_KEY
 from ternaus_zoo.training import SegmentationModule
 from ternaus_zoo.weights import load_container
+from tests.fakes import TINY_CLI
 
-TINY = [
-    "--model.model=unet",
-    '--model.model_kwargs={"num_filters": 4, "depth": 3}',
-    "--model.lr=0.01",
-    "--data.image_size=32",
-    "--data.val_size=32",
-    "--data.batch_size=2",
-    "--data.num_workers=0",
-    "--data.n_folds=2",
-    "--trainer.accelerator=cpu",
-    "--trainer.enable_model_summary=false",
-]
+TINY = [*TINY_CLI, "--model.lr=0.01", "--trainer.enable_model_summary=false"]
 
 
 def _fit(folder: Path, *extra: str) -> Path:

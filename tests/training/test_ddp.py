@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import TINY_CLI
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,15 +24,8 @@ def test_two_process_ddp_fit_on_cpu(shapes_folder, tmp_path):
         "ternaus_zoo.cli",
         "fit",
         f"--data.dataset={shapes_folder}",
-        "--model.model=unet",
-        '--model.model_kwargs={"num_filters": 4, "depth": 3}',
-        "--data.image_size=32",
-        "--data.val_size=32",
-        "--data.batch_size=2",
-        "--data.num_workers=0",
-        "--data.n_folds=2",
+        *TINY_CLI,
         "--trainer.max_epochs=1",
-        "--trainer.accelerator=cpu",
         "--trainer.strategy=ddp",
         "--trainer.devices=2",
         "--trainer.enable_progress_bar=false",
