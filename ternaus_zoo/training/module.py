@@ -126,7 +126,8 @@ class SegmentationModule(ZooModule):
         mask_mode = getattr(datamodule, "mask_mode", None)
         if mask_mode == "multilabel" and not self.hparams.multilabel:
             self._set_task(True)
-        elif mask_mode is not None and mask_mode != "multilabel" and self.hparams.multilabel:
+        elif mask_mode is not None and mask_mode != "multilabel" and self.hparams.multilabel and stage != "predict":
+            # (a prediction reads no masks: a multi-label checkpoint predicts a folder with the default mask_mode)
             raise BadValueError(f"a multi-label model needs data.mask_mode=multilabel, got {mask_mode!r}")
         names = getattr(datamodule, "class_names", None)
         if not names or names == self.class_names:

@@ -72,8 +72,8 @@ def test_fit_adopts_multilabel_and_both_predict_routes_write_a_folder_per_class(
             mask = cv2.imread(str(masks[0]), cv2.IMREAD_UNCHANGED)
             assert mask.shape == (32, 32) and set(np.unique(mask).tolist()) <= {0, 255}
     lightning_route = tmp_path / "out1"
-    main(["predict", f"--ckpt_path={checkpoint}", f"--data.dataset={tmp_path / 'streets'}",
-          "--data.mask_mode=multilabel", "--model.num_classes=2", names, f"--data.predict_dir={images}",
+    # the checkpoint alone says multi-label and names the classes
+    main(["predict", f"--ckpt_path={checkpoint}", f"--data.predict_dir={images}",
           f"--writer.output_dir={tmp_path / 'lightning'}"])  # fmt: skip
     assert sorted(path.name for path in (tmp_path / "lightning").iterdir()) == ["ground", "road"]
     for name in ("road", "ground"):  # both routes predict the same masks
