@@ -294,13 +294,25 @@ def split_budget(
 
 
 def choose_model(
-    timings: Mapping[str, Timing], train_s: float, steps_per_pass: Mapping[str, float]
+    timings: Mapping[str, Timing], budgets: Mapping[str, Budget | BadValueError], steps_per_pass: float
 ) -> tuple[Candidate, str]:
-    """The highest-ranked candidate that sees the training data :data:`MIN_PASSES` times in ``train_s``, else
-    the one that sees it most often; and why."""
-    passes = {name: train_s / (steps_per_pass[name] * timing.step_s) for name, timing in timings.items()}
-    timed = [candidate for candidate in CANDIDATES if candidate.model in timings]
-    measured = ", ".join(f"{name} {timings[name].step_s:.2f} s a step ({passes[name]:.0f} passes)" for name in passes)
+    """The highest-ranked candidate that sees the training data :data:`MIN_PASSES` times in its share of the
+    budget (its own validations and prediction taken out), else the one that sees it most often; and why.
+
+    Raises:
+        BadValueError: no candidate fits one pass (the error of the one that needs the smallest budget).
+    """
+    fitting = {name: budget for name, budget in budgets.items() if isinstance(budget, Budget)}
+    if not fitting:
+        raise min(budgets.values(), key=lambda error: int(str(error).rsplit("--budget ", 1)[1].rstrip("m")))
+    passes = {name: budget.train_s / (steps_per_pass * timings[name].step_s) for name, budget in fitting.items()}
+    timed = [candidate for candidate in CANDIDATES if candidate.model in fitting]
+    measured = ", ".join(
+        f"{name} {timing.step_s:.2f} s a step ({passes[name]:.0f} passes)"
+        if name in passes
+        else f"{name} {timing.step_s:.2f} s a step (not one pass)"
+        for name, timing in timings.items()
+    )
     for candidate in sorted(timed, key=lambda item: -item.rank):
         if passes[candidate.model] >= MIN_PASSES:
             return candidate, f"{candidate.description}; it fits {MIN_PASSES}+ passes in the budget ({measured})"
@@ -392,21 +404,24 @@ def make_plan(
     trained = fingerprint.n_images - scored
     val_images = max(1, trained // n_folds)
     train_samples = shape.passes_samples * (trained - val_images) / fingerprint.n_images
-    steps_per_pass = {name: max(1.0, train_samples / shape.batch_size) for name in timings}
-    # the budget is split with the slowest candidate's prediction times, so that any choice fits it
-    slowest = max(timings.values(), key=lambda timing: timing.predict_s)
-    budget = split_budget(
-        budget_s,
-        planning_s,
-        slowest,
-        val_images=val_images,
-        score_images=scored or (val_images * (folds or 1)),
-        steps_per_pass=min(steps_per_pass.values()),
-        models=folds or 1,
-        holdout=scored > 0,
-    )
-    candidate, model_why = choose_model(timings, budget.train_s, steps_per_pass)
-    timing = timings[candidate.model]
+    steps_per_pass = max(1.0, train_samples / shape.batch_size)
+    budgets: dict[str, Budget | BadValueError] = {}
+    for name, timing in timings.items():  # each candidate's own split: its validations and predictions differ
+        try:
+            budgets[name] = split_budget(
+                budget_s,
+                planning_s,
+                timing,
+                val_images=val_images,
+                score_images=scored or (val_images * (folds or 1)),
+                steps_per_pass=steps_per_pass,
+                models=folds or 1,
+                holdout=scored > 0,
+            )
+        except BadValueError as error:
+            budgets[name] = error
+    candidate, model_why = choose_model(timings, budgets, steps_per_pass)
+    timing, budget = timings[candidate.model], budgets[candidate.model]
     batch = cuda_batch(shape.batch_size, timing, device)
     steps = int(budget.train_s / timing.step_s * shape.batch_size / batch)
     cached = fingerprint.imagenet_cached.get(candidate.encoder, False)

@@ -36,20 +36,35 @@ def test_a_budget_that_is_no_duration_is_one_line(text: str) -> None:
 TIMINGS = {"albunet34": Timing(step_s=2.0, predict_s=0.1), "linknet34": Timing(step_s=0.5, predict_s=0.05)}
 
 
+def budgets(total_s: float) -> dict:
+    """Each candidate's split of ``total_s`` (or the error of one that does not fit a pass)."""
+    found = {}
+    for name, timing in TIMINGS.items():
+        try:
+            found[name] = split_budget(total_s, 0, timing, val_images=4, score_images=4, steps_per_pass=100)
+        except UserError as error:
+            found[name] = error
+    return found
+
+
 def test_a_much_smaller_budget_changes_the_model() -> None:
-    steps_per_pass = {"albunet34": 100.0, "linknet34": 100.0}
-    # albunet34 sees the data train_s / (100 * 2.0) times: MIN_PASSES of them need 200 * MIN_PASSES seconds
-    roomy = 200 * MIN_PASSES * 1.5
-    tight = 200 * MIN_PASSES * 0.5
-    assert choose_model(TIMINGS, roomy, steps_per_pass)[0].model == "albunet34"
-    chosen, why = choose_model(TIMINGS, tight, steps_per_pass)
+    # albunet34 sees the data train_s / (100 steps * 2.0 s) times: MIN_PASSES of them need about 200 * MIN_PASSES s
+    roomy, tight = budgets(200 * MIN_PASSES * 1.5), budgets(200 * MIN_PASSES * 0.5)
+    assert choose_model(TIMINGS, roomy, 100)[0].model == "albunet34"
+    chosen, why = choose_model(TIMINGS, tight, 100)
     assert chosen.model == "linknet34"
     assert "albunet34 2.00 s a step" in why and "linknet34 0.50 s a step" in why
 
 
 def test_no_candidate_fitting_takes_the_one_with_most_passes() -> None:
-    chosen, why = choose_model(TIMINGS, 10.0, {"albunet34": 100.0, "linknet34": 100.0})
-    assert chosen.model == "linknet34" and "no candidate fits" in why
+    chosen, why = choose_model(TIMINGS, budgets(200), 100)  # albunet34 fits no pass, linknet34 a few
+    assert chosen.model == "linknet34" and "no candidate fits" in why and "albunet34 2.00 s a step (not one" in why
+
+
+def test_no_candidate_fitting_one_pass_names_the_smallest_budget() -> None:
+    with pytest.raises(UserError, match="give at least --budget") as error:
+        choose_model(TIMINGS, budgets(30), 100)
+    assert str(error.value) == str(budgets(30)["linknet34"])
 
 
 def test_class_weights_only_where_frequencies_span_orders_of_magnitude() -> None:
