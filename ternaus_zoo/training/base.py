@@ -21,6 +21,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.models.factory import create_model
 from ternaus_zoo.registry import ModelInfo
+from ternaus_zoo.training.callbacks import SpacedLastCheckpoint
 from ternaus_zoo.training.optimization import OPTIMIZERS, Optimization
 from ternaus_zoo.training.progress import RunProgress, TrainingClock
 from ternaus_zoo.training.schedules import Shape, progress_scheduler
@@ -177,9 +178,13 @@ class ZooModule(pl.LightningModule):
         )
         # saved at every training epoch's end, so a run that never validates (shorter than
         # check_val_every_n_epoch) still leaves a checkpoint
-        last = ModelCheckpoint(
-            filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
-        )
+        if self.training_clock is not None:  # a time-budgeted run: written as often as it validates, and at its end
+            interval = self.training_clock.val_every_seconds or self.training_clock.budget_seconds / 8
+            last: ModelCheckpoint = SpacedLastCheckpoint(interval)
+        else:
+            last = ModelCheckpoint(
+                filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True
+            )
         if self.optimization.swa_lr is not None:
             # SWA's model is the average, written to last.ckpt at the end; a "best" epoch checkpoint would hold
             # one epoch's weights and be taken instead of it (bagging and predict use the best)

@@ -2,17 +2,38 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch import Tensor
 from torchvision.utils import make_grid
 
 from ternaus_zoo.data.display import colour_masks
+
+
+class SpacedLastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` at a training epoch's end only once ``interval_s`` of wall time has passed since it was last
+    written, and always when the run stops: on a small data set an epoch is a few steps, and writing the model and
+    the optimiser's moments after each would take much of a time-budgeted run."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic, **kwargs: Any) -> None:
+        super().__init__(filename="last", save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True,
+                         **kwargs)  # fmt: skip
+        self.interval_s, self.clock = interval_s, clock
+        self._written_at = clock()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        last_epoch = trainer.max_epochs not in (None, -1) and trainer.current_epoch + 1 >= trainer.max_epochs
+        if trainer.should_stop or last_epoch or self.clock() - self._written_at >= self.interval_s:
+            super().on_train_epoch_end(trainer, pl_module)
+            self._written_at = self.clock()
 
 
 class CycleSnapshots(Callback):

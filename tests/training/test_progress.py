@@ -257,3 +257,25 @@ def test_fit_with_a_budget_from_a_config_stops_when_it_is_spent(shapes_folder, t
     (last,) = Path("runs").rglob("last.ckpt")
     clock = _saved_clock(last)
     assert 1.79 <= clock["elapsed"] < 60  # stopped once its 1.8 s of training were spent, not after 1000 epochs
+
+
+def test_last_checkpoint_of_a_timed_run_is_spaced_by_time_and_written_at_the_stop(monkeypatch):
+    from types import SimpleNamespace
+
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from ternaus_zoo.training.callbacks import SpacedLastCheckpoint
+
+    written = []
+    monkeypatch.setattr(
+        ModelCheckpoint, "on_train_epoch_end", lambda self, trainer, module: written.append(trainer.current_epoch)
+    )
+    now = [0.0]
+    callback = SpacedLastCheckpoint(10.0, clock=lambda: now[0])
+    trainer = SimpleNamespace(should_stop=False, max_epochs=-1, current_epoch=0)
+    for epoch, seconds in enumerate([3, 6, 11, 14, 22]):  # epochs of a few seconds each
+        now[0], trainer.current_epoch = seconds, epoch
+        callback.on_train_epoch_end(trainer, None)
+    now[0], trainer.current_epoch, trainer.should_stop = 23, 5, True  # the budget is spent one second later
+    callback.on_train_epoch_end(trainer, None)
+    assert written == [2, 4, 5]
