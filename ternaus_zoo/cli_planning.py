@@ -33,14 +33,14 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         "--mask_mode",
         choices=("binary", "classes", "multilabel"),
         default=None,
-        help="the kind of masks, where the fingerprint cannot tell (default: inferred)",
+        help="the kind of masks, where the fingerprint cannot tell (None: inferred from the values)",
     )
     parser.add_argument(
         "--ignore_index", type=int, default=None, help="the mask value of a void class, left out of the loss and scores"
     )
     parser.add_argument("--masks", default="masks", help="the masks sub-folder, or a COCO annotation file")
     parser.add_argument(
-        "--folds", type=at_least(2), default=None, help="plan a bag of this many folds (default: one model)"
+        "--folds", type=at_least(2), default=None, help="plan a bag of this many folds (None: one model)"
     )
     parser.add_argument(
         "--holdout_every",
