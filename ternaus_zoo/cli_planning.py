@@ -18,7 +18,7 @@ from typing import Any
 
 from ternaus_zoo.cli_arguments import ArgumentParser, at_least
 from ternaus_zoo.planning.fingerprint import Fingerprint, fingerprint
-from ternaus_zoo.planning.rules import CANDIDATES, Plan, geometry, make_plan, parse_budget, render, trial_for
+from ternaus_zoo.planning.rules import Plan, candidates, geometry, make_plan, parse_budget, render, trial_for
 from ternaus_zoo.planning.timing import Device, Timing, device_facts, time_trial
 
 PLAN_FILE, PLAN_INFO_FILE, FINGERPRINT_FILE = "plan.yaml", "plan.json", "fingerprint.json"
@@ -51,8 +51,8 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=at_least(0), default=0, help="seed_everything of the plan")
 
 
-def _timings_key(device: Device, trial: Any) -> str:
-    return f"{device.name}|{device.precision}|{trial.model}|{trial.patch_size}x{trial.batch_size}|{trial.eval_side}"
+def _timings_key(device: Device, name: str, trial: Any) -> str:
+    return f"{device.name}|{device.precision}|{name}|{trial.patch_size}x{trial.batch_size}|{trial.eval_side}"
 
 
 def measure(found: Fingerprint, device: Device, cached: dict[str, Any]) -> tuple[dict[str, Timing], dict[str, Any]]:
@@ -60,15 +60,15 @@ def measure(found: Fingerprint, device: Device, cached: dict[str, Any]) -> tuple
     geometry), else measured now. Returns them and the entries to record in the fingerprint."""
     shape = geometry(found, device)
     timings, record = {}, {}
-    for candidate in CANDIDATES:
+    for candidate in candidates(found, shape):
         trial = trial_for(candidate, found, shape)
-        key = _timings_key(device, trial)
+        key = _timings_key(device, candidate.name, trial)
         if key in cached:
-            timings[candidate.model] = Timing(**cached[key])
+            timings[candidate.name] = Timing(**cached[key])
         else:
-            print(f"plan: timing {candidate.model} ({trial.batch_size} x {trial.patch_size} px) on {device.name}")
-            timings[candidate.model] = time_trial(trial, device)
-        record[key] = vars(timings[candidate.model])
+            print(f"plan: timing {candidate.name} ({trial.batch_size} x {trial.patch_size} px) on {device.name}")
+            timings[candidate.name] = time_trial(trial, device)
+        record[key] = vars(timings[candidate.name])
     return timings, record
 
 

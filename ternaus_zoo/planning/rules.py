@@ -50,19 +50,37 @@ TTA_SHARE = 0.05
 
 @dataclass(frozen=True)
 class Candidate:
-    """A zoo model the planner may choose, larger ``rank`` first; ``encoder`` names its ImageNet weights in the
-    fingerprint's cache check."""
+    """A zoo model the planner may choose (``name``: its key in the timings), larger ``rank`` first; ``encoder``
+    names its ImageNet weights in the fingerprint's cache check (``None``: none exist)."""
 
+    name: str
     model: str
+    model_kwargs: Mapping[str, Any]
     rank: int
-    encoder: str
+    encoder: str | None
     description: str
 
 
-CANDIDATES = (
-    Candidate("albunet34", 2, "resnet34", "U-Net decoder on ResNet34: skip connections at every scale"),
-    Candidate("linknet34", 1, "resnet34", "LinkNet on ResNet34: the lightest decoder of the zoo"),
+# structures thinner than this at the working scale need a decoder with skip connections at full resolution:
+# a stride-4 stem (ResNet34's) blurs them (membrane's 5 px boundaries: LinkNet34 predicted all foreground)
+THIN_PX = 8.0
+THICK_CANDIDATES = (
+    Candidate(
+        "albunet34", "albunet34", {}, 2, "resnet34", "U-Net decoder on ResNet34: skip connections at every scale"
+    ),
+    Candidate("linknet34", "linknet34", {}, 1, "resnet34", "LinkNet on ResNet34: the lightest decoder of the zoo"),
 )
+THIN_CANDIDATES = (
+    Candidate("unet", "unet", {"num_filters": 32}, 2, None, "plain U-Net, 32 filters: skips at full resolution"),
+    Candidate("unet16", "unet", {"num_filters": 16}, 1, None, "plain U-Net, 16 filters: a quarter of the arithmetic"),
+)
+
+
+def candidates(fingerprint: Fingerprint, shape: Geometry) -> tuple[Candidate, ...]:
+    """The models worth timing: U-Nets with full-resolution skips for structures under :data:`THIN_PX` at the working
+    scale, the ResNet34 models otherwise."""
+    scale = (shape.val_size or max(fingerprint.size_median)) / max(fingerprint.size_median)
+    return THIN_CANDIDATES if fingerprint.structure_width * scale < THIN_PX else THICK_CANDIDATES
 
 
 @dataclass(frozen=True)
@@ -306,7 +324,7 @@ def choose_model(
     if not fitting:
         raise min(budgets.values(), key=lambda error: int(str(error).rsplit("--budget ", 1)[1].rstrip("m")))
     passes = {name: budget.train_s / (steps_per_pass * timings[name].step_s) for name, budget in fitting.items()}
-    timed = [candidate for candidate in CANDIDATES if candidate.model in fitting]
+    timed = [candidate for candidate in (*THICK_CANDIDATES, *THIN_CANDIDATES) if candidate.name in fitting]
     measured = ", ".join(
         f"{name} {timing.step_s:.2f} s a step ({passes[name]:.0f} passes)"
         if name in passes
@@ -314,9 +332,9 @@ def choose_model(
         for name, timing in timings.items()
     )
     for candidate in sorted(timed, key=lambda item: -item.rank):
-        if passes[candidate.model] >= MIN_PASSES:
+        if passes[candidate.name] >= MIN_PASSES:
             return candidate, f"{candidate.description}; it fits {MIN_PASSES}+ passes in the budget ({measured})"
-    fastest = max(timed, key=lambda item: passes[item.model])
+    fastest = max(timed, key=lambda item: passes[item.name])
     return fastest, f"{fastest.description}; no candidate fits {MIN_PASSES} passes, this one the most ({measured})"
 
 
@@ -376,7 +394,7 @@ def trial_for(candidate: Candidate, fingerprint: Fingerprint, shape: Geometry) -
     """What :func:`~ternaus_zoo.planning.timing.time_trial` times for ``candidate`` at the plan's geometry."""
     return Trial(
         model=candidate.model,
-        model_kwargs={},
+        model_kwargs=candidate.model_kwargs,
         num_classes=fingerprint.num_classes,
         in_channels=fingerprint.channels,
         patch_size=shape.crop_side,
@@ -421,10 +439,10 @@ def make_plan(
         except BadValueError as error:
             budgets[name] = error
     candidate, model_why = choose_model(timings, budgets, steps_per_pass)
-    timing, budget = timings[candidate.model], budgets[candidate.model]
+    timing, budget = timings[candidate.name], budgets[candidate.name]
     batch = cuda_batch(shape.batch_size, timing, device)
     steps = int(budget.train_s / timing.step_s * shape.batch_size / batch)
-    cached = fingerprint.imagenet_cached.get(candidate.encoder, False)
+    cached = candidate.encoder is not None and fingerprint.imagenet_cached.get(candidate.encoder, False)
     loss, loss_why = loss_for(fingerprint)
     share, share_why = foreground_share(fingerprint)
     train_minutes = round(budget.train_s / 60, 2)
@@ -443,12 +461,15 @@ def make_plan(
     ]
     if cached:
         choices.append(Choice("model.weights", "imagenet", f"ImageNet weights of {candidate.encoder} are cached here"))
+        if candidate.model_kwargs:
+            choices.append(Choice("model.model_kwargs", dict(candidate.model_kwargs), "the candidate's options"))
     else:
+        missing = f"no ImageNet weights of {candidate.encoder} cached" if candidate.encoder else "no ImageNet weights"
         choices += [
-            Choice("model.weights", None, f"no ImageNet weights of {candidate.encoder} cached: trained from scratch"),
+            Choice("model.weights", None, f"{missing}: trained from scratch"),
             Choice(
                 "model.model_kwargs",
-                {"mean": list(fingerprint.mean), "std": list(fingerprint.std)},
+                {**candidate.model_kwargs, "mean": list(fingerprint.mean), "std": list(fingerprint.std)},
                 "from scratch: inputs normalised with the data set's own mean and std",
             ),
         ]
@@ -509,7 +530,7 @@ def make_plan(
         Choice("data.color", True, "brightness, contrast, hue and saturation jitter"),
         Choice("data.num_workers", 0 if device.cpu_count <= 2 else min(8, device.cpu_count - 2), "loader processes"),
     ]
-    return Plan(choices, budget, candidate.model, steps, budget.tta, device, dict(timings))
+    return Plan(choices, budget, candidate.name, steps, budget.tta, device, dict(timings))
 
 
 def _duration(seconds: float) -> str:

@@ -27,9 +27,10 @@ TIMED: list[str] = []
 
 
 def fake_trial(trial: Trial, device: object) -> Timing:
-    """Timings of a machine where albunet34 steps 4x slower than linknet34 (a real trial: test_timing.py)."""
-    TIMED.append(trial.model)
-    return Timing(step_s=0.2 if trial.model == "albunet34" else 0.05, predict_s=0.01)
+    """Timings of a machine where the larger candidate steps 4x slower than the smaller one."""
+    TIMED.append(f"{trial.model}{trial.model_kwargs.get('num_filters', '')}")
+    larger = trial.model == "albunet34" or trial.model_kwargs.get("num_filters") == 32
+    return Timing(step_s=0.2 if larger else 0.05, predict_s=0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,8 @@ def test_plan_writes_a_config_fit_accepts_and_planning_again_is_the_same_plan(
     assert fingerprint["timings"]["trials"] and fingerprint["timings"]["planning_s"] >= 0
     # the same fingerprint and timings: the same plan, without timing again
     code, printed, errors = run(["plan", str(shapes_folder), "--budget", "5m", "--out", str(out)], capsys)
-    assert code == 0 and TIMED == ["albunet34", "linknet34"]  # timed once, by the first plan
+    # timed once, by the first plan: the shapes are 7 px wide, so the candidates are U-Nets with full-resolution skips
+    assert code == 0 and TIMED == ["unet32", "unet16"]
     assert out.read_text() == text
 
 
@@ -114,10 +116,11 @@ def test_auto_plans_trains_scores_saves_and_resumes_without_planning_again(
 @pytest.mark.parametrize(
     ("name", "options", "expected"),
     [
-        # membrane's 5 px boundaries keep the native scale: patches of it
-        ("membrane", [], {"data.val_size": None, "data.patch_size": 256}),
-        # kvasir's 150 px polyps: whole images at 256 px, as the one-hour recipe
-        ("kvasir-seg", [], {"data.val_size": 256, "data.image_size": 256}),
+        # membrane's 5 px boundaries keep the native scale: patches of it, a U-Net with full-resolution skips
+        ("membrane", [], {"data.val_size": None, "data.patch_size": 256, "model.model": "unet"}),
+        # kvasir's 150 px polyps: whole images at 256 px, as the one-hour recipe; a ResNet34 model (the larger one:
+        # at the fake timings it fits 24 passes in the hour)
+        ("kvasir-seg", [], {"data.val_size": 256, "data.image_size": 256, "model.model": "albunet34"}),
         # camvid's 3 px poles: native, contiguous blocks, rare classes weighted and sampled
         (
             "camvid-val",
