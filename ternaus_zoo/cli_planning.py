@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ternaus_zoo.cli_arguments import ArgumentParser, at_least
+from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.planning.fingerprint import Fingerprint, fingerprint
 from ternaus_zoo.planning.rules import Plan, candidates, geometry, make_plan, parse_budget, render, trial_for
 from ternaus_zoo.planning.timing import Device, Timing, device_facts, time_trial
@@ -117,6 +118,7 @@ def make(options: argparse.Namespace, out: Path, started: float) -> Plan:
         "tta": plan.tta,
         "folds": options.folds,
         "holdout_every": options.holdout_every,
+        "options": planned_options(options),
         "device": device.to_dict(),
         "timings": {name: vars(timing) for name, timing in plan.timings.items()},
         "reasons": {choice.key: choice.why for choice in plan.choices},
@@ -374,6 +376,27 @@ def score_bag(
     return scores
 
 
+def planned_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The options a plan was made from (the data folder resolved), recorded in ``plan.json``."""
+    planned = {key: value for key, value in vars(options).items() if key != "out"}
+    return {**planned, "data": str(Path(options.data).resolve())}
+
+
+def check_resumed_options(plan_info: dict[str, Any], options: argparse.Namespace, folder: Path) -> None:
+    """Refuse to resume ``folder`` with options other than those it was planned with (they would be ignored).
+
+    Raises:
+        BadValueError: naming the first option that differs, both values, and the way out.
+    """
+    recorded = plan_info.get("options", {})
+    for key, value in planned_options(options).items():
+        if key in recorded and recorded[key] != value:
+            raise BadValueError(
+                f"{folder} was planned with --{key} {recorded[key]}, not {value}: run the same command to resume it, "
+                "or give a new --out to plan again"
+            )
+
+
 def auto(args: Sequence[str]) -> dict[str, Any]:
     """``ternaus-zoo auto DATA --budget 60m --out DIR [--folds K]``: plan, train, score, save, report."""
     import yaml
@@ -397,6 +420,7 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
     plan_path = folder / PLAN_FILE
     try:
         if plan_path.is_file():
+            check_resumed_options(json.loads((folder / PLAN_INFO_FILE).read_text()), options, folder)
             print(f"auto: resuming from {plan_path} ({clock.before / 60:.1f} min spent before); not planning again")
         else:
             make(options, plan_path, started)

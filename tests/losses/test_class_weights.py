@@ -39,7 +39,7 @@ def test_class_weights_of_the_wrong_count_end_fit_with_one_line(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     arguments = [
         "fit",
-        "--data.dataset=data",
+        f"--data.dataset={tmp_path / 'data'}",
         "--data.mask_mode=classes",
         "--model.num_classes=3",
         '--model.loss={"ce": {"class_weights": [1.0, 2.0]}}',

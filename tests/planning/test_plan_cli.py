@@ -111,6 +111,9 @@ def test_auto_plans_trains_scores_saves_and_resumes_without_planning_again(
     assert code == 0, errors
     assert "not planning again" in printed and (out / "plan.yaml").read_text() == plan
     assert json.loads((out / "clock.json").read_text())["spent_s"] > spent
+    # another budget would be ignored by the resumed run: refused, with the way out
+    code, _, errors = run([*arguments[:3], "2m", *arguments[4:]], capsys)
+    assert code == 2 and errors.count("\n") == 1 and "was planned with --budget 45s, not 2m" in errors
 
 
 @pytest.mark.parametrize(
