@@ -26,6 +26,7 @@ from benchmarks.tree import ROOT, data_root, git_commit, uncommitted_files  # no
 from ternaus_zoo.data import read_binary_mask, read_image, restore_original_size, val_transforms
 from ternaus_zoo.data.listing import list_images
 from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
+from ternaus_zoo.planning.timing import cpu_name
 from ternaus_zoo.precision import fast_precision, native_bf16
 from ternaus_zoo.registry import ModelInfo
 
@@ -34,13 +35,6 @@ SCRATCH = Path("runs") / "scratch_results"  # under the tree's root; ignored by 
 # CamVid class indices 0..10 in SegNet order (11 = void), as ../shared/data/README.md lists them
 CAMVID_LABELS = "sky building pole road pavement tree sign fence car pedestrian bicyclist".split()  # noqa: SIM905
 PACKAGES = ("torch", "torchvision", "segmentation-models-pytorch", "pytorch-lightning", "albumentations", "numpy")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def results_dir(options: argparse.Namespace, root: Path | None = None) -> Path:
@@ -105,7 +99,7 @@ def environment() -> str:
             f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
             f"- command: `{' '.join(['python', *sys.argv])}`",
             f"- commit: {git_commit()}",
-            f"- machine: {cpu_model()} ({cpu_instructions()}), {torch.get_num_threads()} torch threads, no GPU",
+            f"- machine: {cpu_name()} ({cpu_instructions()}), {torch.get_num_threads()} torch threads, no GPU",
             f"- versions: Python {platform.python_version()}, {versions}",
         ]
     )

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from benchmarks.common import ArgumentParser, cpu_model, git_commit, results_dir
+from benchmarks.common import ArgumentParser, cpu_name, git_commit, results_dir
 from ternaus_zoo import create_model
 from ternaus_zoo.losses import LOSSES, LovaszHingeLoss, LovaszSoftmaxLoss
 
@@ -171,7 +171,7 @@ def main() -> None:
         "",
         f"- command: `{command}`",
         f"- date: {started.isoformat(timespec='seconds')}",
-        f"- CPU: {cpu_model()}, {torch.get_num_threads()} torch threads",
+        f"- CPU: {cpu_name()}, {torch.get_num_threads()} torch threads",
         f"- load average (1, 5, 15 min) before / after: {load_before} / {load_after}",
         f"- python {platform.python_version()}, torch {torch.__version__}, torchvision {torchvision.__version__}, "
         f"segmentation-models-pytorch {smp.__version__}",

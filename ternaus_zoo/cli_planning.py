@@ -19,7 +19,7 @@ from typing import Any
 from ternaus_zoo.cli_arguments import ArgumentParser, at_least
 from ternaus_zoo.errors import BadValueError
 from ternaus_zoo.planning.fingerprint import Fingerprint, fingerprint
-from ternaus_zoo.planning.rules import Plan, candidates, geometry, make_plan, parse_budget, render, trial_for
+from ternaus_zoo.planning.rules import Geometry, Plan, candidates, geometry, make_plan, parse_budget, render, trial_for
 from ternaus_zoo.planning.timing import Device, Timing, device_facts, time_trial
 
 PLAN_FILE, PLAN_INFO_FILE, FINGERPRINT_FILE = "plan.yaml", "plan.json", "fingerprint.json"
@@ -56,10 +56,11 @@ def _timings_key(device: Device, name: str, trial: Any) -> str:
     return f"{device.name}|{device.precision}|{name}|{trial.patch_size}x{trial.batch_size}|{trial.eval_side}"
 
 
-def measure(found: Fingerprint, device: Device, cached: dict[str, Any]) -> tuple[dict[str, Timing], dict[str, Any]]:
-    """The candidates' timings at the plan's geometry: from ``cached`` (an earlier plan's, same device and
+def measure(
+    found: Fingerprint, device: Device, shape: Geometry, cached: dict[str, Any]
+) -> tuple[dict[str, Timing], dict[str, Any]]:
+    """The candidates' timings at the plan's geometry ``shape``: from ``cached`` (an earlier plan's, same device and
     geometry), else measured now. Returns them and the entries to record in the fingerprint."""
-    shape = geometry(found, device)
     timings, record = {}, {}
     for candidate in candidates(found, shape):
         trial = trial_for(candidate, found, shape)
@@ -84,7 +85,8 @@ def make(options: argparse.Namespace, out: Path, started: float) -> Plan:
     earlier = folder / FINGERPRINT_FILE
     cached = Fingerprint.load(earlier).timings if earlier.is_file() else {}
     device = device_facts()
-    timings, record = measure(found, device, cached.get("trials", {}))
+    shape = geometry(found, device)
+    timings, record = measure(found, device, shape, cached.get("trials", {}))
     # a plan made again from recorded timings keeps the planning time of the run that measured them
     planning_s = cached.get("planning_s") if all(key in cached.get("trials", {}) for key in record) else None
     planning_s = planning_s if planning_s is not None else round(time.monotonic() - started, 1)
@@ -96,7 +98,7 @@ def make(options: argparse.Namespace, out: Path, started: float) -> Plan:
     plan = make_plan(
         found,
         device,
-        geometry(found, device),
+        shape,
         timings,
         budget_s=budget_s,
         planning_s=planning_s,

@@ -382,13 +382,6 @@ class Plan:
     device: Device
     timings: dict[str, Timing]
 
-    def value(self, key: str) -> Any:
-        """The value of ``section.key`` (``KeyError`` when the plan does not set it)."""
-        for choice in self.choices:
-            if choice.key == key:
-                return choice.value
-        raise KeyError(key)
-
 
 def trial_for(candidate: Candidate, fingerprint: Fingerprint, shape: Geometry) -> Trial:
     """What :func:`~ternaus_zoo.planning.timing.time_trial` times for ``candidate`` at the plan's geometry."""

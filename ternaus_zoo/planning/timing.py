@@ -10,6 +10,7 @@ the first steps pay for allocation and kernel selection.
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -47,7 +48,8 @@ class Device:
         }
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says, else ``"CPU"``."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
@@ -55,7 +57,7 @@ def _cpu_name() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "CPU"
+    return platform.processor() or "CPU"
 
 
 def device_facts() -> Device:
@@ -67,7 +69,7 @@ def device_facts() -> Device:
         return Device("cuda", properties.name, cpus, properties.total_memory / 2**30, precision)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else 0.0
     capability = torch.backends.cpu.get_cpu_capability()
-    return Device("cpu", f"{_cpu_name()} ({capability})", cpus, round(memory, 1), fast_precision())
+    return Device("cpu", f"{cpu_name()} ({capability})", cpus, round(memory, 1), fast_precision())
 
 
 def _autocast(device: Device) -> Any:
