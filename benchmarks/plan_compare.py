@@ -25,7 +25,7 @@ import yaml
 from benchmarks.common import ROOT, ArgumentParser, data_root, environment, markdown_table, results_dir
 from ternaus_zoo.bagging import assemble
 from ternaus_zoo.cli import main as cli
-from ternaus_zoo.cli_planning import score_bag
+from ternaus_zoo.cli_planning import score_bag, validation_curve
 
 # seconds the config arm keeps for its out-of-fold predictions and the final scoring
 RESERVE_S = 90.0
@@ -69,14 +69,13 @@ def plan_arm(options: Any, seed: int, folder: Path) -> dict[str, Any]:
 
 
 def schedule_reached(bag_dir: Path, planned_minutes: float) -> str:
-    """How much of each fold's training-time budget its clock reached (1.0: annealed to the end)."""
-    shares = []
-    for done in sorted(bag_dir.glob("fold*/done.json")):
-        rows = (done.parent / "metrics.csv").read_text().splitlines()
-        header = rows[0].split(",")
-        column = header.index("train/minutes") if "train/minutes" in header else None
-        values = [float(row.split(",")[column]) for row in rows[1:] if column is not None and row.split(",")[column]]
-        shares.append(max(values, default=0.0) / planned_minutes)
+    """How much of each fold's training-time budget its clock reached at its last validation (1.0: annealed to the
+    end; a timed run validates when it stops)."""
+    monitor = json.loads((bag_dir / "manifest.json").read_text())["monitor"]
+    shares = [
+        max((minutes for minutes, _ in validation_curve(done.parent, monitor)), default=0.0) / planned_minutes
+        for done in sorted(bag_dir.glob("fold*/done.json"))
+    ]
     return ", ".join(f"{share:.2f}" for share in shares) + " of the training budget"
 
 

@@ -239,7 +239,7 @@ def score_masks(
     return {**scores, "images": len(stems), "per_image": per_image}
 
 
-def _curve(fold_folder: Path, monitor: str) -> list[tuple[float, float]]:
+def validation_curve(fold_folder: Path, monitor: str) -> list[tuple[float, float]]:
     """``(minutes of training, validation score)`` of each validation in the fold's CSV log (the module logs its
     training clock as ``train/minutes``)."""
     import csv
@@ -456,7 +456,7 @@ def auto(args: Sequence[str]) -> dict[str, Any]:
             ]
         )
         plan_info["monitor"] = manifest.get("monitor")
-        curve = _curve(bag_dir / "fold0", manifest.get("monitor") or "val/iou")
+        curve = validation_curve(bag_dir / "fold0", manifest.get("monitor") or "val/iou")
         report = write_report(folder, plan_info, scores, curve, config, clock.spent_s / 60)
         print(
             f"auto: {', '.join(f'{k} {v:.4f}' for k, v in metrics.items())}; model in {folder / 'model'}, "
