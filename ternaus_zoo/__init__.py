@@ -34,6 +34,8 @@ _LAZY = {
     "SlidingWindowPredictor": "ternaus_zoo.inference",
     "model_from_checkpoint": "ternaus_zoo.inference",
     "from_pretrained": "ternaus_zoo.inference",
+    "predict_mask": "ternaus_zoo.inference",
+    "OnnxPredictor": "ternaus_zoo.inference",
 }
 
 __all__ = ["ModelInfo", "UserError", "__version__", "register_model", *_LAZY]

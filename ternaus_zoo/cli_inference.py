@@ -390,6 +390,11 @@ def export(args: Sequence[str]) -> float | None:
             "ternaus_zoo.std": json.dumps(list(info.std)),
             "ternaus_zoo.output": "logits" if options.logits else f"{spec.activation} probabilities",
             "ternaus_zoo.tta": tta,
+            # what inference.onnx_predictor.OnnxPredictor does around the graph, as `predict` does around the model
+            "ternaus_zoo.activation": spec.activation,
+            "ternaus_zoo.val_size": json.dumps(spec.val_size),
+            "ternaus_zoo.threshold": json.dumps(spec.threshold),
+            "ternaus_zoo.multilabel": json.dumps(spec.multilabel),
             # the cleaning steps of a --pretrained folder, for the mask thresholded from the stitched output
             "ternaus_zoo.postprocessing": json.dumps(spec.postprocessing),
         }

@@ -87,17 +87,30 @@ class _FolderDataset(TransformedDataset):
 
     def _sample(self, stem: str, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
         """Apply the transform to the arrays as read and build the item dict."""
-        sample: dict[str, Any] = {}
-        original_size = torch.tensor(image.shape[:2], dtype=torch.int64)
-        if self.transform is not None:
-            output = self.transform(image=image) if mask is None else self.transform(image=image, mask=mask)
-            image, mask = output["image"], output.get("mask")
-        sample["image"] = _image_tensor(image)
-        if mask is not None:
-            sample["mask"] = torch.as_tensor(mask)
-        sample["name"] = stem
-        sample["original_size"] = original_size
-        return sample
+        return make_item(stem, image, self.transform, mask)
+
+
+def make_item(
+    name: str, image: np.ndarray, transform: Transform | None = None, mask: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The item dict (see the module docstring) of an ``(H, W, C)`` image as read (and its mask), transformed."""
+    sample: dict[str, Any] = {}
+    original_size = torch.tensor(image.shape[:2], dtype=torch.int64)
+    if transform is not None:
+        output = transform(image=image) if mask is None else transform(image=image, mask=mask)
+        image, mask = output["image"], output.get("mask")
+    sample["image"] = _image_tensor(image)
+    if mask is not None:
+        sample["mask"] = torch.as_tensor(mask)
+    sample["name"] = name
+    sample["original_size"] = original_size
+    return sample
+
+
+def raw_item(name: str, image: np.ndarray) -> dict[str, Any]:
+    """The item of an ``(H, W, C)`` image as read, untransformed: ``image`` ``(C, H, W)`` in its stored dtype."""
+    pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return {"image": pixels, "name": name, "original_size": torch.tensor(image.shape[:2], dtype=torch.int64)}
 
 
 class ImageFolderDataset(_FolderDataset):
@@ -130,10 +143,7 @@ class ImageFolderDataset(_FolderDataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         stem = self.stems[index]
         image = read_image(self.images[stem], self.channels)
-        if not self.raw:
-            return self._sample(stem, image)
-        pixels = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return {"image": pixels, "name": stem, "original_size": torch.tensor(image.shape[:2], dtype=torch.int64)}
+        return raw_item(stem, image) if self.raw else self._sample(stem, image)
 
 
 def worker_init_fn(worker_id: int) -> None:

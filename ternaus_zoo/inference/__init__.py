@@ -12,6 +12,7 @@ from ternaus_zoo.inference.ensemble import (
     refresh_batchnorm,
 )
 from ternaus_zoo.inference.export import export_onnx, export_torchscript
+from ternaus_zoo.inference.onnx_predictor import OnnxPredictor
 from ternaus_zoo.inference.predict import (
     TTA_CHOICES,
     FolderPredictor,
@@ -22,10 +23,22 @@ from ternaus_zoo.inference.predict import (
     prediction_spec,
     read_manifest,
 )
-from ternaus_zoo.inference.pretrained import from_pretrained, read_pretrained, save_predictor_pretrained
+from ternaus_zoo.inference.pretrained import (
+    SavedPrediction,
+    from_pretrained,
+    predict_mask,
+    read_pretrained,
+    save_predictor_pretrained,
+)
 from ternaus_zoo.inference.tiling import SlidingWindowPredictor, blend_weights, blend_window
 from ternaus_zoo.inference.tta import D4, TTA, GeometricTransform
-from ternaus_zoo.inference.writers import LabelWriter, MaskWriter, OutOfFoldWriter, probabilities_to_mask
+from ternaus_zoo.inference.writers import (
+    LabelWriter,
+    MaskWriter,
+    OutOfFoldWriter,
+    cleaned_mask,
+    probabilities_to_mask,
+)
 
 __all__ = [
     "D4",
@@ -36,13 +49,16 @@ __all__ = [
     "GeometricTransform",
     "LabelWriter",
     "MaskWriter",
+    "OnnxPredictor",
     "OutOfFoldWriter",
     "PredictionSpec",
+    "SavedPrediction",
     "SlidingWindowPredictor",
     "average_checkpoints",
     "blend_weights",
     "blend_window",
     "build_predictor",
+    "cleaned_mask",
     "export_onnx",
     "export_torchscript",
     "from_pretrained",
@@ -50,6 +66,7 @@ __all__ = [
     "model_from_averaged_checkpoints",
     "model_from_checkpoint",
     "predict_folder",
+    "predict_mask",
     "prediction_spec",
     "probabilities_to_mask",
     "read_manifest",

@@ -6,6 +6,10 @@ applied to each full-resolution mask) says how ``ternaus-zoo predict --pretraine
 (``ternaus-zoo export --format pretrained --manifest M``) hold one ``member<k>.safetensors`` per fold model; from
 format 2 each member may carry its settings (``weight`` in the weighted mean, ``val_size``). Nothing here
 unpickles: configuration is JSON, weights safetensors.
+
+The module :func:`from_pretrained` returns carries the folder's settings (``saved_prediction``), so that
+:func:`predict_mask` gives, for one image, the mask ``ternaus-zoo predict --pretrained`` writes: post-processing
+included.
 """
 
 from __future__ import annotations
@@ -14,13 +18,21 @@ import os
 import re
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from ternaus_zoo.inference.predict import PredictionSpec, build_predictor, read_manifest
+from ternaus_zoo.data.datasets import make_item, raw_item
+from ternaus_zoo.data.io import convert_channels, read_image
+from ternaus_zoo.data.transforms import val_transforms
+from ternaus_zoo.inference.postprocessing import steps_from_dicts
+from ternaus_zoo.inference.predict import FolderPredictor, PredictionSpec, build_predictor, read_manifest
+from ternaus_zoo.inference.writers import cleaned_mask
 from ternaus_zoo.models.pretrained import (
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -34,6 +46,7 @@ from ternaus_zoo.models.pretrained import (
     save_pretrained,
     write_config,
 )
+from ternaus_zoo.precision import fast_precision
 from ternaus_zoo.registry import registered
 from ternaus_zoo.weights import load_container
 
@@ -193,6 +206,20 @@ def pretrained_spec(config: Mapping[str, Any], folder: str | os.PathLike) -> Pre
     )
 
 
+@dataclass(frozen=True)
+class SavedPrediction:
+    """How a saved folder predicts; :func:`from_pretrained` leaves it on the module as ``saved_prediction``.
+
+    Attributes:
+        spec: evaluation size, tile, threshold, classes, members' weights and post-processing steps.
+        probabilities: the module returns probabilities (an ensemble folder: members, weights and TTA inside)
+            rather than logits (a model folder).
+    """
+
+    spec: PredictionSpec
+    probabilities: bool
+
+
 def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> nn.Module:
     """Rebuild what ``save_pretrained`` or ``ternaus-zoo export --format pretrained`` wrote.
 
@@ -205,13 +232,60 @@ def from_pretrained(source: str | os.PathLike, revision: str | None = None) -> n
         For a model folder, the model (logits out, eval mode, ``info`` restored: class names,
         thresholds). For an ensemble folder, one predictor: the members' probabilities reduced as saved (weighted
         by their ``weight``), under the saved TTA, ``(B, C, H, W)`` normalised images to ``(B, K, H, W)``
-        probabilities. The post-processing steps act on masks: ``ternaus-zoo predict --pretrained`` applies them
-        (``pretrained_spec(config, folder).postprocessing``; ``inference.postprocessing.apply_steps``).
+        probabilities. Either carries the folder's settings as ``saved_prediction`` (:class:`SavedPrediction`):
+        :func:`predict_mask` turns an image into the folder's mask, its post-processing steps applied.
     """
     models, config = read_pretrained(source, revision)
-    if config.get("kind", "model") == "model":
-        return models[0]
-    prediction = config.get("prediction") or {}
     spec = pretrained_spec(config, source)
-    tta, reduction = prediction.get("tta", "none"), prediction.get("reduction", "mean")
-    return build_predictor(models, tta, spec.activation, reduction, spec.weights)
+    if config.get("kind", "model") == "model":
+        module, probabilities = models[0], False
+    else:
+        prediction = config.get("prediction") or {}
+        tta, reduction = prediction.get("tta", "none"), prediction.get("reduction", "mean")
+        module, probabilities = build_predictor(models, tta, spec.activation, reduction, spec.weights), True
+    module.saved_prediction = SavedPrediction(spec, probabilities)
+    return module
+
+
+def predict_mask(module: nn.Module, image: np.ndarray | str | os.PathLike, precision: str | None = None) -> np.ndarray:
+    """The mask ``ternaus-zoo predict --pretrained`` writes for one image, from a module of :func:`from_pretrained`.
+
+    The folder's chain: the image at its evaluation size (or cut into its tiles, at that scale), the members and
+    TTA as saved, the probabilities brought back to the image's size, the threshold, then the folder's
+    post-processing steps in order.
+
+    Args:
+        module: what :func:`from_pretrained` returned (it carries ``saved_prediction``).
+        image: ``(H, W, C)`` or ``(H, W)`` as :func:`~ternaus_zoo.data.io.read_image` gives it (RGB ``uint8``, or
+            float in [0, 1]), or an image file.
+        precision: ``"bf16-mixed"`` (bfloat16 autocast) or ``"32-true"``; default
+            :func:`~ternaus_zoo.precision.fast_precision`, as ``predict`` uses.
+
+    Returns:
+        ``(H, W)`` ``uint8``: 0/255 for one output channel, class indices for several; ``(K, H, W)`` 0/255 for a
+        multi-label folder.
+    """
+    settings = getattr(module, "saved_prediction", None)
+    if not isinstance(settings, SavedPrediction):
+        raise ValueError(f"{type(module).__name__} carries no saved settings: load it with from_pretrained(folder)")
+    spec = settings.spec
+    if isinstance(image, str | os.PathLike):
+        image = read_image(image, spec.in_channels)
+    else:
+        image = convert_channels(image[..., None] if image.ndim == 2 else image, spec.in_channels)
+    predictor = module if settings.probabilities else build_predictor([module], "none", spec.activation)
+    predictor = predictor.to(memory_format=torch.channels_last)  # as predict_folder runs it
+    info = module.info.for_channels(spec.in_channels)
+    if spec.tile_size:  # as `predict --pretrained` tiles a folder trained on patches: at the evaluation scale
+        step = FolderPredictor(
+            predictor, None, spec.tile_size, tile_scale=None, scale_size=spec.val_size, raw_info=info
+        )
+        item = raw_item("image", image)
+    else:
+        step = FolderPredictor(predictor, spec.val_size)
+        item = make_item("image", image, val_transforms(info, spec.val_size))
+    batch = {"image": item["image"][None], "original_size": item["original_size"][None], "name": [item["name"]]}
+    bfloat16 = (precision or fast_precision()) == "bf16-mixed"
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+        probabilities = step.predict_step(batch, 0)["probabilities"][0]
+    return cleaned_mask(probabilities, spec.threshold, spec.multilabel, steps_from_dicts(spec.postprocessing))

@@ -43,6 +43,19 @@ def probabilities_to_mask(probabilities: Tensor, threshold: float = 0.5, multila
     return probabilities.argmax(dim=0).to(torch.uint8).cpu().numpy()
 
 
+def cleaned_mask(
+    probabilities: Tensor, threshold: float = 0.5, multilabel: bool = False, steps: Sequence[PostProcessingStep] = ()
+) -> np.ndarray:
+    """The mask :class:`MaskWriter` writes: :func:`probabilities_to_mask`, then each cleaning step in order (on a
+    binary mask, class indices or multi-label channels; see :mod:`~ternaus_zoo.inference.postprocessing`)."""
+    mask = probabilities_to_mask(probabilities, threshold, multilabel)
+    if not steps:
+        return mask
+    mode = "multilabel" if multilabel else "binary" if probabilities.shape[0] == 1 else "classes"
+    cleaned = apply_steps(mask if mode == "classes" else mask > 0, steps, mode)
+    return cleaned.astype(np.uint8) * (1 if mode == "classes" else 255)
+
+
 class MaskTiff:
     """An uncompressed ``uint8`` TIFF of ``(H, W)`` (or ``(H, W, K)``) written block by block, never held whole.
 
@@ -157,11 +170,7 @@ class MaskWriter(PerImageWriter):
             raise ValueError("overlay=True needs a prediction data set of image files (with an `images` mapping)")
 
     def write_image(self, name: str, probabilities: Tensor) -> None:
-        mask = probabilities_to_mask(probabilities, self.threshold, self._multilabel)
-        if self.postprocessing:
-            mode = "multilabel" if self._multilabel else "binary" if probabilities.shape[0] == 1 else "classes"
-            cleaned = apply_steps(mask if mode == "classes" else mask > 0, self.postprocessing, mode)
-            mask = cleaned.astype(np.uint8) * (1 if mode == "classes" else 255)
+        mask = cleaned_mask(probabilities, self.threshold, self._multilabel, self.postprocessing)
         if self._multilabel:
             paths = [self.output_dir / folder / f"{name}.png" for folder in class_labels(len(mask), self._class_names)]
             for path, channel in zip(paths, mask, strict=True):

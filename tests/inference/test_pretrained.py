@@ -17,9 +17,18 @@ from safetensors.torch import load_file
 import ternaus_zoo
 from ternaus_zoo import WeightsError, create_model
 from ternaus_zoo.cli import main
-from ternaus_zoo.inference import build_predictor, from_pretrained, read_pretrained, save_predictor_pretrained
+from ternaus_zoo.errors import UserError
+from ternaus_zoo.inference import (
+    OnnxPredictor,
+    build_predictor,
+    from_pretrained,
+    predict_mask,
+    read_pretrained,
+    save_predictor_pretrained,
+)
 from ternaus_zoo.inference.ensemble import Ensemble
-from ternaus_zoo.inference.postprocessing import apply_steps, steps_from_dicts
+from ternaus_zoo.inference.export import PixelInput, export_onnx
+from ternaus_zoo.inference.postprocessing import apply_steps, component_areas, steps_from_dicts
 from ternaus_zoo.inference.pretrained import training_card
 from ternaus_zoo.models.pretrained import (
     CONFIG_FILE,
@@ -164,6 +173,90 @@ def test_a_version_2_folder_weights_its_members_and_predict_cleans_its_masks(tmp
     main(["export", "--pretrained=cleaned", "--format=onnx", "--tile_size=32", "--output=cleaned.onnx"])
     session = onnxruntime.InferenceSession("cleaned.onnx", providers=["CPUExecutionProvider"])
     assert json.loads(session.get_modelmeta().custom_metadata_map["ternaus_zoo.postprocessing"]) == steps
+
+
+STEPS = [{"name": "keep_largest", "scope": "foreground"}, {"name": "fill_holes", "scope": "foreground"}]
+
+
+def _noisy_images(folder: Path, shape: tuple[int, int] = (40, 36), count: int = 3) -> list[Path]:
+    folder.mkdir()
+    paths = [folder / f"image{index}.png" for index in range(count)]
+    for index, path in enumerate(paths):
+        cv2.imwrite(str(path), np.random.default_rng(index).integers(0, 256, (*shape, 3), dtype=np.uint8))
+    return paths
+
+
+# untrained, member 0 gives probabilities within 0.481-0.489 on these images, and the 3:1 pair 0.476-0.481: a
+# threshold inside gives speckled masks, which the steps change
+FOLDERS = {
+    "model": ({"val_size": None, "threshold": 0.4857, "tta": "none"}, [{"weight": 1.0}]),
+    "ensemble": ({"val_size": None, "threshold": 0.479, "tta": "none"}, [{"weight": 3.0}, {"weight": 1.0}]),
+    "ensemble_tiled": (
+        {"val_size": None, "threshold": 0.479, "tta": "none", "tile_size": 32},
+        [{"weight": 3.0}, {"weight": 1.0}],
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(FOLDERS))
+def test_predict_mask_of_from_pretrained_is_the_mask_predict_writes(kind, tmp_path, monkeypatch):
+    """One image through from_pretrained + predict_mask gives, pixel for pixel, the cleaned mask that
+    ``predict --pretrained`` writes (a model folder, an ensemble folder, one trained on patches: tiled)."""
+    torch.manual_seed(0)
+    members = [create_model("unet", num_filters=4, depth=2).eval() for _ in range(2)]
+    prediction, settings = FOLDERS[kind]
+    folder = tmp_path / "saved"
+    save_predictor_pretrained(members[: len(settings)], folder, {**prediction, "postprocessing": STEPS}, None, settings)
+    assert json.loads((folder / CONFIG_FILE).read_text())["kind"] == kind.removesuffix("_tiled")
+    paths = _noisy_images(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    main(["predict", f"--pretrained={folder}", f"--data.predict_dir={tmp_path / 'images'}", "--output=out"])
+    module = from_pretrained(folder)
+    for path in paths:
+        written = cv2.imread(f"out/{path.name}", cv2.IMREAD_GRAYSCALE)
+        assert np.array_equal(predict_mask(module, path), written), path.name
+        assert len(component_areas(written > 0)) <= 1  # keep_largest applied
+        array = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+        assert np.array_equal(predict_mask(module, array), written)  # an array as read_image gives it
+
+
+def test_predict_mask_needs_a_module_of_from_pretrained():
+    with pytest.raises(ValueError, match="from_pretrained"):
+        predict_mask(create_model("unet", num_filters=4, depth=2), np.zeros((32, 32, 3), np.uint8))
+
+
+def test_the_onnx_predictor_applies_the_exported_settings_and_steps_after_the_graph(tmp_path, monkeypatch):
+    """The exported file alone: its probabilities are the folder's, and its masks are those probabilities
+    thresholded and cleaned by the folder's steps (which change them)."""
+    torch.manual_seed(0)
+    members = [create_model("unet", num_filters=4, depth=2).eval() for _ in range(2)]
+    prediction, settings = FOLDERS["ensemble"]
+    save_predictor_pretrained(members, tmp_path / "saved", {**prediction, "postprocessing": STEPS}, None, settings)
+    monkeypatch.chdir(tmp_path)
+    main(["export", "--pretrained=saved", "--format=onnx", "--tile_size=32", "--output=saved.onnx"])
+    predictor = OnnxPredictor("saved.onnx")
+    assert (predictor.tile_size, predictor.threshold, predictor.val_size) == (32, 0.479, None)
+    assert predictor.steps == steps_from_dicts(STEPS)
+    module = from_pretrained("saved")
+    (path,) = _noisy_images(tmp_path / "images", shape=(32, 32), count=1)  # one tile: the whole image
+    pixels = torch.from_numpy(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)).permute(2, 0, 1)[None] / 255
+    with torch.no_grad():
+        expected = PixelInput(module, module.info.mean, module.info.std)(pixels)[0]
+    probabilities = predictor.probabilities(path)
+    torch.testing.assert_close(probabilities, expected, rtol=0, atol=1e-5)
+    mask = predictor.predict_mask(path)
+    plain = (probabilities[0] > 0.479).numpy()
+    assert np.array_equal(mask > 0, apply_steps(plain, steps_from_dicts(STEPS), "binary"))
+    assert not np.array_equal(mask > 0, plain)
+
+
+def test_an_onnx_file_without_our_metadata_is_refused(tmp_path):
+    model = create_model("unet", num_filters=4, depth=2).eval()
+    export_onnx(model, tmp_path / "bare.onnx", 32)
+    with pytest.raises(UserError, match=r"lacks the metadata ternaus_zoo\.input.*export it again"):
+        OnnxPredictor(tmp_path / "bare.onnx")
+    with pytest.raises(UserError, match="does not exist"):
+        OnnxPredictor(tmp_path / "missing.onnx")
 
 
 def test_missing_and_foreign_folders_are_clear_errors(tmp_path):
