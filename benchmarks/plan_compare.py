@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from benchmarks.common import ROOT, ArgumentParser, data_root, environment, markdown_table, results_dir
@@ -41,6 +42,8 @@ def parse() -> Any:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tta", default="d4", help="the config arm's test-time augmentation")
     parser.add_argument("--name", default="", help="a suffix of the results file")
+    parser.add_argument("--arms", nargs="+", choices=["plan", "config"], default=["plan", "config"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (1: a machine at half the speed)")
     return parser.parse_args()
 
 
@@ -89,6 +92,8 @@ def config_arm(options: Any, seed: int, folder: Path) -> dict[str, Any]:
     bag_dir = folder / "bag"
     arguments = ["bag", f"--config={options.config}", f"--folds={n_folds}", f"--bag_dir={bag_dir}"]
     arguments += [] if options.folds else ["--only_fold", "0"]
+    if configured["data"].get("group_blocks"):  # contiguous blocks, one a fold: the split the plan makes of a sequence
+        arguments.append(f"--data.group_blocks={n_folds}")
     arguments += [
         f"--seed_everything={seed}",
         f"--data.data_root={data_root()}",
@@ -110,6 +115,17 @@ def config_arm(options: Any, seed: int, folder: Path) -> dict[str, Any]:
     }
 
 
+def check_same_split(*bag_dirs: Path) -> None:
+    """Both arms must have trained and scored on the same folds (and hold-out): their ``folds.csv`` agree."""
+    from ternaus_zoo.data import load_folds
+
+    first, *others = (load_folds(bag_dir / "fold0" / "folds.csv") for bag_dir in bag_dirs)
+    for bag_dir, folds in zip(bag_dirs[1:], others, strict=True):
+        if folds != first:
+            stem = next(stem for stem in sorted(first) if folds.get(stem) != first[stem])
+            raise SystemExit(f"{bag_dir} split the data otherwise than {bag_dirs[0]} (first: {stem})")
+
+
 def headline(result: dict[str, Any]) -> float:
     """Mean IoU: over the folds where each fold was scored by its own model, else pooled."""
     folds = [fold["mean_iou"] for fold in result.get("per_fold", [])]
@@ -121,14 +137,20 @@ def main() -> None:
     run = ROOT / "runs" / "benchmarks" / f"plan_{options.dataset}{options.name and '_' + options.name}"
     state_path = run / "state.json"
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    arms = {"plan": plan_arm, "config": config_arm}
     for seed in options.seeds:
-        for arm, function in (("plan", plan_arm), ("config", config_arm)):
+        for arm in options.arms:
+            function = arms[arm]
             key = f"{arm}_seed{seed}"
             if key not in state:
                 state[key] = function(options, seed, run / key)
                 state[key].pop("per_image", None)
                 run.mkdir(parents=True, exist_ok=True)
                 state_path.write_text(json.dumps(state, indent=2))
+        if len(options.arms) == 2:
+            check_same_split(run / f"plan_seed{seed}" / "bag", run / f"config_seed{seed}" / "bag")
     rows = []
     for key, result in state.items():
         value = headline(result)
@@ -146,8 +168,13 @@ def main() -> None:
         arm: [headline(state[f"{arm}_seed{seed}"]) for seed in options.seeds if f"{arm}_seed{seed}" in state]
         for arm in ("plan", "config")
     }
+    dice = {
+        arm: [state[f"{arm}_seed{seed}"].get("dice") for seed in options.seeds if f"{arm}_seed{seed}" in state]
+        for arm in ("plan", "config")
+    }
     summary = ", ".join(
         f"{arm} {statistics.mean(values):.4f} (spread {max(values) - min(values):.4f})"
+        + (f", Dice {statistics.mean(dice[arm]):.4f}" if dice[arm] and None not in dice[arm] else "")
         for arm, values in means.items()
         if values
     )
@@ -159,7 +186,11 @@ def main() -> None:
         f"--minutes {options.minutes:g}"
         + (f" --folds {options.folds}" if options.folds else "")
         + (f" --holdout_every {options.holdout_every}" if options.holdout_every else "")
-        + f" --seeds {' '.join(map(str, options.seeds))}`",
+        + f" --seeds {' '.join(map(str, options.seeds))}"
+        + (f" --arms {' '.join(options.arms)}" if len(options.arms) < 2 else "")
+        + (f" --threads {options.threads}" if options.threads else "")
+        + (f" --name {options.name}" if options.name else "")
+        + "`",
         f"- scored: {scored}, at original resolution, the last (annealed) checkpoints; mean IoU of both classes "
         "for binary masks (../shared/BENCHMARKS.md)",
         f"- mean over seeds: {summary}",
