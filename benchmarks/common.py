@@ -25,7 +25,7 @@ from torch import nn
 from benchmarks.tree import ROOT, data_root, git_commit, uncommitted_files  # noqa: F401
 from ternaus_zoo.data import read_binary_mask, read_image, restore_original_size, val_transforms
 from ternaus_zoo.data.listing import list_images
-from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
+from ternaus_zoo.metrics import binary_summary, confusion_stats
 from ternaus_zoo.planning.timing import cpu_name
 from ternaus_zoo.precision import fast_precision, native_bf16
 from ternaus_zoo.registry import ModelInfo
@@ -114,14 +114,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def _scores(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor) -> dict[str, float]:
-    return {
-        "dice": float(dice_score(tp, fp, fn, reduction="micro")),
-        "iou": float(iou_score(tp, fp, fn, reduction="micro")),
-        "dice_per_image": float(dice_score(tp, fp, fn, reduction="per_image")),
-    }
-
-
 @torch.no_grad()
 def score_binary(
     model: nn.Module | None,
@@ -151,10 +143,9 @@ def score_binary(
             restored = restore_original_size(probabilities, tuple(mask.shape[-2:]), val_size)
             predictions["model"] = (restored[None] > threshold).long()
         for name, prediction in predictions.items():
-            stats[name].append(list(confusion_stats(prediction, mask, mode="binary", from_logits=False)[:3]))
+            stats[name].append(list(confusion_stats(prediction, mask, mode="binary", from_logits=False)))
     result = {}
     for name, per_image in stats.items():
         if per_image:
-            tp, fp, fn = (torch.cat(parts) for parts in zip(*per_image, strict=True))
-            result[name] = _scores(tp, fp, fn)
+            result[name] = binary_summary(*(torch.cat(parts) for parts in zip(*per_image, strict=True)))
     return result

@@ -32,7 +32,7 @@ from ternaus_zoo.cli import main as cli
 from ternaus_zoo.data import HOLDOUT, list_images, load_folds, read_binary_mask
 from ternaus_zoo.inference import cleaned_mask
 from ternaus_zoo.inference.postprocessing import PostProcessingStep
-from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score
+from ternaus_zoo.metrics import binary_summary, confusion_stats
 
 # minutes of a fold kept for its validations and its out-of-fold predictions
 RESERVE_MINUTES = 1.0
@@ -107,14 +107,12 @@ def score(
     threshold: float,
     steps: list[PostProcessingStep],
 ) -> dict[str, float]:
-    """Micro Dice and mean IoU of both classes of the cleaned masks (the masks ``predict`` writes)."""
+    """:func:`~ternaus_zoo.metrics.binary_summary` of the cleaned masks (the masks ``predict`` writes)."""
     counts = []
     for stem, truth in truths.items():
         mask = cleaned_mask(torch.from_numpy(probabilities[stem])[None], threshold, False, steps) > 0
         counts.append(confusion_stats(torch.from_numpy(mask)[None], torch.from_numpy(truth > 0)[None], mode="binary"))
-    tp, fp, fn, tn = (torch.cat(parts) for parts in zip(*counts, strict=True))
-    foreground, background = float(iou_score(tp, fp, fn)), float(iou_score(tn, fn, fp))
-    return {"dice": float(dice_score(tp, fp, fn)), "mean_iou": (foreground + background) / 2}
+    return binary_summary(*(torch.cat(parts) for parts in zip(*counts, strict=True)))
 
 
 def replay(selection: dict[str, Any], probabilities: dict, truths: dict, threshold: float) -> list[dict[str, Any]]:

@@ -197,7 +197,7 @@ def score_masks(
     import torch
 
     from ternaus_zoo.data import read_binary_mask, read_class_mask
-    from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score, mean_iou
+    from ternaus_zoo.metrics import binary_summary, confusion_stats, dice_score, iou_score, mean_iou
 
     data, model = config["data"], config["model"]
     classes = data.get("mask_mode") == "classes"
@@ -227,15 +227,7 @@ def score_masks(
     if classes:
         scores = {"mean_iou": float(mean_iou(tp, fp, fn)), "iou_per_class": iou_score(tp, fp, fn, "per_class").tolist()}
     else:
-        foreground, background = float(iou_score(tp, fp, fn)), float(iou_score(tn, fn, fp))
-        scores = {
-            "dice": float(dice_score(tp, fp, fn)),
-            "iou": foreground,
-            "dice_per_image": float(dice_score(tp, fp, fn, reduction="per_image")),
-            # both classes, as ../shared/BENCHMARKS.md asks where the foreground covers most pixels (membrane)
-            "iou_background": background,
-            "mean_iou": (foreground + background) / 2,
-        }
+        scores = binary_summary(tp, fp, fn, tn)
     return {**scores, "images": len(stems), "per_image": per_image}
 
 

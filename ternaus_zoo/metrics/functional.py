@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["Mode", "Reduction", "confusion_stats", "dice_score", "iou_score", "mean_iou"]
+__all__ = ["Mode", "Reduction", "binary_summary", "confusion_stats", "dice_score", "iou_score", "mean_iou"]
 
 Mode = Literal["binary", "multiclass"]
 Reduction = Literal["micro", "per_image", "per_class", "none"]
@@ -252,3 +252,17 @@ def mean_iou(tp: Tensor, fp: Tensor, fn: Tensor, *, dtype: torch.dtype = torch.f
         A ``dtype`` scalar; NaN when every class is absent.
     """
     return iou_score(tp, fp, fn, reduction="per_class", dtype=dtype).nanmean()
+
+
+def binary_summary(tp: Tensor, fp: Tensor, fn: Tensor, tn: Tensor) -> dict[str, float]:
+    """What ``../shared/BENCHMARKS.md`` reports of binary masks, from their ``(B, 1)`` counts: the foreground's Dice
+    and IoU over the whole set (``"micro"``), the mean per-image Dice, the background's IoU and the mean IoU of both
+    classes (where the foreground covers most pixels, as membrane's does)."""
+    foreground, background = float(iou_score(tp, fp, fn)), float(iou_score(tn, fn, fp))
+    return {
+        "dice": float(dice_score(tp, fp, fn)),
+        "iou": foreground,
+        "dice_per_image": float(dice_score(tp, fp, fn, reduction="per_image")),
+        "iou_background": background,
+        "mean_iou": (foreground + background) / 2,
+    }

@@ -14,7 +14,7 @@ from torchmetrics.functional.classification import (
     multiclass_stat_scores,
 )
 
-from ternaus_zoo.metrics import confusion_stats, dice_score, iou_score, mean_iou
+from ternaus_zoo.metrics import binary_summary, confusion_stats, dice_score, iou_score, mean_iou
 
 from .cases import BINARY_PROBS, BINARY_TARGET, MC_PRED, MC_TARGET
 
@@ -253,3 +253,19 @@ def test_float64_scores_keep_apart_what_float32_ties():
     assert mean_iou(tp, fp, fn, dtype=torch.float64).dtype == torch.float64
     with pytest.raises(ValueError, match="floating-point"):
         iou_score(tp, fp, fn, dtype=torch.long)
+
+
+def test_binary_summary_on_counts_worked_out_by_hand():
+    """Image 1: prediction 1100 against truth 1010 (tp fp fn tn = 1 1 1 1); image 2: 1111 against 1110 (3 1 0 0).
+    Pooled: tp 4, fp 2, fn 1, tn 1."""
+    prediction = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).view(2, 1, 2, 2)
+    truth = torch.tensor([[1, 0, 1, 0], [1, 1, 1, 0]]).view(2, 1, 2, 2)
+    summary = binary_summary(*confusion_stats(prediction, truth, mode="binary", from_logits=False))
+    expected = {
+        "dice": 8 / 11,
+        "iou": 4 / 7,
+        "dice_per_image": (2 / 4 + 6 / 7) / 2,
+        "iou_background": 1 / 4,
+        "mean_iou": (4 / 7 + 1 / 4) / 2,
+    }
+    assert summary == pytest.approx(expected, abs=1e-6)
