@@ -48,6 +48,7 @@ def parse() -> Any:
     parser.add_argument("--holdout_every", type=int, required=True, help="the hold-out: sorted(stems)[::k]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--bootstrap", type=int, default=2000, help="select's bootstrap resamplings")
+    parser.add_argument("--oof_tta", default="d4", help="the TTA the bags also store OOF predictions under")
     return parser.parse_args()
 
 
@@ -75,6 +76,7 @@ def train_bag(options: Any, name: str, config: str, overrides: list[str], seed: 
             "--trainer.max_epochs=-1",
             f"--trainer.max_time=00:{guard // 3600:02d}:{guard % 3600 // 60:02d}:{guard % 60:02d}",
             f"--model.train_minutes={train_minutes:g}",
+            f"--oof_tta={options.oof_tta}",
             *overrides,
         ]
     )
@@ -117,19 +119,24 @@ def score(
 
 def replay(selection: dict[str, Any], probabilities: dict, truths: dict, threshold: float) -> list[dict[str, Any]]:
     """Every tried trial of the selection applied in its order to the hold-out, from the ensemble at the bags'
-    threshold: its out-of-fold gain (with interval) beside its hold-out gain; kept steps carry on."""
+    threshold without TTA: its out-of-fold gain (with interval) beside its hold-out gain; kept steps carry on.
+    ``probabilities``: ``{tta: {stem: (H, W)}}`` of the selected folder, ``"none"`` and the TTA tried."""
     steps: list[PostProcessingStep] = []
-    current = score(probabilities, truths, threshold, steps)
+    tta = "none"
+    current = score(probabilities[tta], truths, threshold, steps)
     rows = [{"step": "ensemble", "holdout": current, "oof_score": selection["ensemble"]["score"]["score"]}]
     for trial in selection["trials"]:
         if not trial.get("tried", True):
             rows.append({"step": trial["step"], "tried": False, "reason": trial["reason"]})
             continue
-        if trial["step"] == "threshold":
-            candidate_threshold, candidate_steps = float(trial["value"]), steps
+        candidate_tta, candidate_threshold, candidate_steps = tta, threshold, steps
+        if trial["step"] == "tta":
+            candidate_tta = trial["value"]
+        elif trial["step"] == "threshold":
+            candidate_threshold = float(trial["value"])
         else:
-            candidate_threshold, candidate_steps = threshold, [*steps, PostProcessingStep.from_dict(trial["value"])]
-        candidate = score(probabilities, truths, candidate_threshold, candidate_steps)
+            candidate_steps = [*steps, PostProcessingStep.from_dict(trial["value"])]
+        candidate = score(probabilities[candidate_tta], truths, candidate_threshold, candidate_steps)
         rows.append(
             {
                 "step": trial["step"],
@@ -142,7 +149,7 @@ def replay(selection: dict[str, Any], probabilities: dict, truths: dict, thresho
             }
         )
         if trial["kept"]:
-            threshold, steps, current = candidate_threshold, candidate_steps, candidate
+            tta, threshold, steps, current = candidate_tta, candidate_threshold, candidate_steps, candidate
     return rows
 
 
@@ -168,11 +175,17 @@ def run_seed(options: Any, bags: list[tuple[str, str]], overrides: dict[str, lis
         )
         holdout = score(predicted, truths, float(manifest.get("threshold", 0.5)), [])
         singles.append({"bag": name, "oof": row["score"], "holdout": holdout})
-    ensemble = holdout_probabilities([f"--pretrained={chosen}"], stems, images, folder / "holdout" / "selected")
+    tried = [trial["value"] for trial in selection["trials"] if trial["step"] == "tta" and trial.get("tried", True)]
+    ensemble = {
+        tta: holdout_probabilities(
+            [f"--pretrained={chosen}", f"--tta={tta}"], stems, images, folder / "holdout" / f"selected_{tta}"
+        )
+        for tta in ("none", *tried)
+    }
     start_threshold = float(json.loads((folder / bags[0][0] / "manifest.json").read_text()).get("threshold", 0.5))
     trials = replay(selection, ensemble, truths, start_threshold)
     final = score(
-        ensemble,
+        ensemble[selection["final"]["tta"]],
         truths,
         float(selection["final"]["threshold"]),
         [PostProcessingStep.from_dict(step) for step in selection["final"]["postprocessing"]],
@@ -187,6 +200,7 @@ def run_seed(options: Any, bags: list[tuple[str, str]], overrides: dict[str, lis
             "holdout": final,
             "postprocessing": selection["final"]["postprocessing"],
             "threshold": selection["final"]["threshold"],
+            "tta": selection["final"]["tta"],
         },
         "holdout_images": len(stems),
     }
@@ -238,7 +252,7 @@ def seed_lines(seed: int, result: dict[str, Any]) -> list[str]:
             final["holdout"]["dice"],
             "",
             final["holdout"]["mean_iou"],
-            f"threshold {final['threshold']}, {len(final['postprocessing'])} step(s)",
+            f"TTA {final['tta']}, threshold {final['threshold']}, {len(final['postprocessing'])} step(s)",
         )
     )
     header = ["seed " + str(seed), "OOF Dice", "OOF gain", "hold-out Dice", "hold-out gain", "hold-out mean IoU", ""]

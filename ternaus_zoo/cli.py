@@ -39,6 +39,7 @@ from ternaus_zoo.cli_inference import (
 )
 from ternaus_zoo.cli_lightning import build_cli, quiet_lightning, resolved_config
 from ternaus_zoo.errors import BadValueError, MissingPathError, UserError
+from ternaus_zoo.inference.predict import TTA_CHOICES
 from ternaus_zoo.interrupts import was_interrupted
 from ternaus_zoo.training.demo import run_demo
 
@@ -165,6 +166,13 @@ def bag_parser() -> ArgumentParser:
     parser.add_argument(
         "--bootstrap_seed", type=at_least(0), default=None, help="seed of the samples (0; needs --bootstrap)"
     )
+    parser.add_argument(
+        "--oof_tta",
+        choices=TTA_CHOICES,
+        default="none",
+        help="also write each fold's out-of-fold predictions under this TTA (fold<k>/oof_tta/), which "
+        "ternaus-zoo select then tries; folds already done keep what they wrote",
+    )
     parser.add_argument("-h", "--help", action="store_true", help="show this help, then every option of fit")
     return parser
 
@@ -186,6 +194,8 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
         extra.error("--bootstrap_seed only applies with --bootstrap (each fold on a bootstrap sample)")
     if options.assemble and options.only_fold is not None:
         extra.error("--assemble trains nothing, so --only_fold has no meaning with it: give one or the other")
+    if options.assemble and options.oof_tta != "none":
+        extra.error("--assemble predicts nothing, so --oof_tta has no meaning with it: give one or the other")
     if options.bootstrap and options.bootstrap_seed is None:
         options.bootstrap_seed = 0
     bag_dir = Path(options.bag_dir)
@@ -221,6 +231,7 @@ def bag(args: Sequence[str]) -> dict[str, Any] | None:
         folds=options.only_fold,
         bootstrap_seed=options.bootstrap_seed if options.bootstrap else None,
         write_manifest=options.only_fold is None,
+        oof_tta=options.oof_tta,
     )
     if manifest is not None:
         print(f"bag: wrote {bag_dir / 'manifest.json'}")

@@ -59,7 +59,7 @@ def test_the_commands_print_nothing_on_stderr_but_what_we_mean(tmp_path):
         ["fit", f"--data.dataset={data}", *TINY, f"--trainer.default_root_dir={root}"],
         ["predict", f"--ckpt_path={checkpoint}", images, f"--writer.output_dir={tmp_path / 'lightning'}"],
         ["predict", f"--ckpt_path={checkpoint}", images, "--tta=d4", f"--writer.output_dir={tmp_path / 'tta'}"],
-        ["bag", "--folds=2", f"--bag_dir={tmp_path / 'bag'}", f"--data.dataset={data}", *TINY],
+        ["bag", "--folds=2", f"--bag_dir={tmp_path / 'bag'}", f"--data.dataset={data}", *TINY, "--oof_tta=d4"],
     ]
     environment = {key: value for key, value in os.environ.items() if key != "TERNAUS_ZOO_DEBUG"}
     result = subprocess.run(

@@ -125,6 +125,8 @@ CASES = [
      ["not_a_bag", "bag.yaml"]),
     ("bag fold outside the folds", lambda r: ["bag", "--only_fold", "5", "--folds", "2", f"--bag_dir={r / 'bag'}"],
      ["--only_fold 5", "0..1"]),
+    ("bag assembled with a TTA to predict", lambda r: ["bag", "--assemble", "--oof_tta=d4", f"--bag_dir={r / 'bag'}"],
+     ["--assemble predicts nothing", "--oof_tta"]),
     ("validation fold outside the folds", lambda r: fit(r, "good", "--data.fold=7", "--data.n_folds=5"),
      ["data.fold", "0..4", "got 7"]),
     ("unknown loss", lambda r: fit(r, "good", "--model.loss=nosuchloss"),

@@ -14,6 +14,9 @@ TensorBoard events under ``<bag_dir>/tensorboard/fold<k>/``). After training, a 
   background probabilities, all scored at the mask's original resolution; for class masks the fold's
   per-class TP/FP/FN counts (argmax, at the masks' original resolution) go into its entry, with the per-class
   IoU and Dice under the class names (``data.class_names``, else ``class<k>``),
+* with ``--oof_tta T`` (``train_bag(oof_tta=T)``), predicts them again under the TTA ``T`` into
+  ``fold<k>/oof_tta/`` (as ``predict --tta T`` averages the augmentations' probabilities), for
+  ``ternaus-zoo select`` to try,
 * writes ``fold<k>/done.json``: its entry of the manifest.
 
 When every fold is done, ``<bag_dir>/manifest.json`` lists the checkpoints, the per-fold metrics, the
@@ -64,6 +67,7 @@ from ternaus_zoo.bagging.layout import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     OOF_DIR,
+    OOF_TTA_DIR,
     VOLATILE_DATA_KEYS,
     PathLike,
     bag_signature,
@@ -91,6 +95,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "OOF_DIR",
+    "OOF_TTA_DIR",
     "VOLATILE_DATA_KEYS",
     "BootstrapDataset",
     "BootstrapSample",

@@ -15,6 +15,7 @@ MANIFEST_FILE = "manifest.json"
 DONE_FILE = "done.json"
 BAG_CONFIG_FILE = "bag.yaml"
 OOF_DIR = "oof"
+OOF_TTA_DIR = "oof_tta"  # the OOF predictions under TTA (bag --oof_tta)
 # Data options that may differ between the runs of one bag (machines, resumption) without changing the bag.
 VOLATILE_DATA_KEYS = ("fold", "num_workers", "predict_dir", "run_dir", "data_root")
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
+import torch
 import yaml
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_info
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ternaus_zoo.bagging.bootstrap import BootstrapSample
@@ -24,6 +25,7 @@ from ternaus_zoo.bagging.layout import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
     OOF_DIR,
+    OOF_TTA_DIR,
     PathLike,
     check_bag_config,
     fold_dir,
@@ -33,6 +35,7 @@ from ternaus_zoo.bagging.layout import (
 )
 from ternaus_zoo.bagging.oof import ClassConfusion, class_scores, pool_class_scores, summarise_oof
 from ternaus_zoo.errors import BadValueError, MissingPathError
+from ternaus_zoo.inference.predict import build_predictor
 from ternaus_zoo.inference.writers import OutOfFoldWriter
 from ternaus_zoo.weights import load_container
 
@@ -126,7 +129,60 @@ def _class_confusion(val_dataset: Any, threshold: float) -> ClassConfusion | Non
     )
 
 
-def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int | None = None) -> dict[str, Any]:
+class _ProbabilitiesAsLogits(nn.Module):
+    """A predictor of probabilities seen through the module's activation: sigmoid or softmax of this module's
+    output gives the predictor's probabilities back, so ``predict_step`` writes them unchanged."""
+
+    def __init__(self, predictor: nn.Module, activation: str) -> None:
+        super().__init__()
+        self.predictor, self.activation = predictor, activation
+
+    def forward(self, images: Tensor) -> Tensor:
+        probabilities = self.predictor(images).float()
+        return torch.logit(probabilities) if self.activation == "sigmoid" else probabilities.log()
+
+
+def _predict_out_of_fold(
+    trainer: pl.Trainer,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    folder: Path,
+    threshold: float,
+    confusion: ClassConfusion | None,
+    checkpoint: Path | None,
+    tta: str = "none",
+) -> None:
+    """Write the fold's OOF records into ``folder`` with the weights of ``checkpoint`` (``None``: the module's
+    own); under ``tta``, each image's probabilities are averaged over the augmentations as ``predict --tta``
+    averages them (:func:`~ternaus_zoo.inference.predict.build_predictor`)."""
+    val_dataset = getattr(datamodule, "val_dataset", None)
+    binary = getattr(val_dataset, "mask_mode", None) == "binary"
+    writer = OutOfFoldWriter(
+        folder,
+        eval_size=getattr(datamodule, "val_size", None),
+        threshold=threshold,
+        masks=getattr(val_dataset, "masks", None) if binary else None,
+        mask_threshold=getattr(val_dataset, "threshold", 127),
+    )
+    callbacks, model = trainer.callbacks, module.model
+    # the CLI's MaskWriter (and any other writer) would also write the OOF images as masks: not here
+    trainer.callbacks = [callback for callback in callbacks if not isinstance(callback, BasePredictionWriter)]
+    trainer.callbacks += [writer, *([confusion] if confusion is not None else [])]
+    if tta != "none":
+        multilabel = bool(getattr(module.hparams, "multilabel", False))
+        activation = "sigmoid" if module.hparams.num_classes == 1 or multilabel else "softmax"
+        module.model = _ProbabilitiesAsLogits(build_predictor([model], tta, activation), activation)
+    try:
+        trainer.predict(
+            module, datamodule=_ValidationAsPredict(datamodule), ckpt_path=checkpoint, return_predictions=False
+        )
+    finally:
+        trainer.callbacks, module.model = callbacks, model
+
+
+def train_fold(
+    fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int | None = None, oof_tta: str = "none"
+) -> dict[str, Any]:
     """Fit fold ``k`` (resuming from its ``last.ckpt``), validate its best checkpoint, write its OOF
     predictions and ``done.json``; returns the fold's manifest entry (paths relative to ``bag_dir``).
 
@@ -136,6 +192,8 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
         bag_dir: the bag's folder.
         bootstrap_seed: train on a bootstrap sample drawn with ``bootstrap_seed + fold``; ``None``: on
             all the fold's training images.
+        oof_tta: also write the OOF predictions under this TTA (``fold<k>/oof_tta/``, for ``ternaus-zoo select``
+            to try it); ``"none"``: only the plain ones.
     """
     trainer, module, datamodule = run.trainer, run.module, run.datamodule
     bag_dir = Path(bag_dir)
@@ -162,25 +220,10 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
     (validation,) = trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     threshold = float(getattr(module.hparams, "threshold", 0.5))
     val_dataset = getattr(datamodule, "val_dataset", None)
-    binary = getattr(val_dataset, "mask_mode", None) == "binary"
-    writer = OutOfFoldWriter(
-        directory / OOF_DIR,
-        eval_size=getattr(datamodule, "val_size", None),
-        threshold=threshold,
-        masks=getattr(val_dataset, "masks", None) if binary else None,
-        mask_threshold=getattr(val_dataset, "threshold", 127),
-    )
     confusion = _class_confusion(val_dataset, threshold)
-    callbacks = trainer.callbacks
-    # the CLI's MaskWriter (and any other writer) would also write the OOF images as masks: not here
-    trainer.callbacks = [callback for callback in callbacks if not isinstance(callback, BasePredictionWriter)]
-    trainer.callbacks.append(writer)
-    if confusion is not None:
-        trainer.callbacks.append(confusion)
-    try:
-        trainer.predict(module, datamodule=_ValidationAsPredict(datamodule), ckpt_path=best, return_predictions=False)
-    finally:
-        trainer.callbacks = callbacks
+    _predict_out_of_fold(trainer, module, datamodule, directory / OOF_DIR, threshold, confusion, best)
+    if oof_tta != "none":  # the module holds the best checkpoint's weights now
+        _predict_out_of_fold(trainer, module, datamodule, directory / OOF_TTA_DIR, threshold, None, None, oof_tta)
     oof_seconds = time.perf_counter() - started
 
     checkpoint = load_container(best)
@@ -209,6 +252,9 @@ def train_fold(fold: int, run: FoldRun, bag_dir: PathLike, bootstrap_seed: int |
         "config": _relative(directory / "config.yaml", bag_dir) if (directory / "config.yaml").is_file() else None,
         "folds_file": _relative(directory / "folds.csv", bag_dir) if (directory / "folds.csv").is_file() else None,
     }
+    if oof_tta != "none":
+        tta_oof = summarise_oof([directory / OOF_TTA_DIR], threshold)
+        entry["oof_tta"] = {"tta": oof_tta, "dir": _relative(directory / OOF_TTA_DIR, bag_dir), **tta_oof}
     if trainer.is_global_zero:
         write_json(directory / DONE_FILE, entry)
     return entry
@@ -221,6 +267,7 @@ def train_bag(
     folds: Sequence[int] | None = None,
     bootstrap_seed: int | None = None,
     write_manifest: bool = True,
+    oof_tta: str = "none",
 ) -> dict[str, Any] | None:
     """Train the unfinished folds among ``folds`` (default all ``0..n_folds-1``), one Lightning run each.
 
@@ -231,6 +278,7 @@ def train_bag(
         folds: the folds to train here (``--only_fold``); others are left alone.
         bootstrap_seed: see :func:`train_fold`.
         write_manifest: write ``manifest.json`` when every fold is done afterwards.
+        oof_tta: see :func:`train_fold` (folds already done keep what they wrote).
 
     Returns:
         The manifest when it was written, else ``None``.
@@ -246,7 +294,7 @@ def train_bag(
         run = build_fold(fold)
         if run.config is not None:
             check_bag_config(bag_dir, run.config)
-        entry = train_fold(fold, run, bag_dir, bootstrap_seed)
+        entry = train_fold(fold, run, bag_dir, bootstrap_seed, oof_tta)
         print(f"bag: fold {fold} done: {entry['monitor']} {entry['best_score']}, OOF {entry['oof']}")
     if write_manifest and all(is_fold_done(bag_dir, fold) for fold in range(n_folds)):
         return assemble(bag_dir, n_folds)

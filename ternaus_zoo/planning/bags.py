@@ -3,7 +3,8 @@ against each other, and the ground-truth masks at their original resolution.
 
 A bag folder (``ternaus-zoo bag``, :mod:`ternaus_zoo.bagging`) holds ``bag.yaml``, ``manifest.json`` and one
 ``fold<k>/`` per fold with ``done.json``, ``folds.csv`` and ``oof/<stem>.npz`` (``probabilities`` ``(C, h, w)``
-float16 at the evaluation size, ``original_size``).
+float16 at the evaluation size, ``original_size``); with ``bag --oof_tta T`` also ``oof_tta/<stem>.npz``, the same
+under the TTA ``T``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ternaus_zoo.bagging import BAG_CONFIG_FILE, MANIFEST_FILE, OOF_DIR, fold_dir, is_fold_done
+from ternaus_zoo.bagging import BAG_CONFIG_FILE, MANIFEST_FILE, OOF_DIR, OOF_TTA_DIR, fold_dir, is_fold_done
 from ternaus_zoo.data import HOLDOUT, SegmentationDataModule, load_folds
 from ternaus_zoo.errors import BadValueError, MissingPathError
 
@@ -29,7 +30,8 @@ class OutOfFoldBag:
     """One finished bag: its out-of-fold probabilities and what they were made with.
 
     ``folds``: ``{stem: fold}`` of the training images (hold-out excluded); ``probabilities``: ``{stem: (C, h, w)
-    float16}`` at the evaluation size; ``original_sizes``: ``{stem: (H, W)}``.
+    float16}`` at the evaluation size; ``original_sizes``: ``{stem: (H, W)}``; ``tta``: the TTA every fold also
+    stored its OOF predictions under (``None``: none, or not every fold), in ``tta_probabilities``.
     """
 
     path: Path
@@ -38,6 +40,8 @@ class OutOfFoldBag:
     folds: dict[str, int]
     probabilities: dict[str, np.ndarray] = field(repr=False)
     original_sizes: dict[str, tuple[int, int]] = field(repr=False)
+    tta: str | None = None
+    tta_probabilities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -99,15 +103,20 @@ def load_bag(path: str | Path) -> OutOfFoldBag:
             first = sorted(stem for stem in set(these) | set(folds) if these.get(stem) != folds.get(stem))[0]
             raise BadValueError(f"{fold_dir(path, fold) / 'folds.csv'} gives {first} another fold than fold0's")
         folds = these
-    probabilities, sizes = {}, {}
+    probabilities, sizes, tta_probabilities = {}, {}, {}
+    stored = {(entry.get("oof_tta") or {}).get("tta") for entry in manifest.get("folds", [])}
+    tta = stored.pop() if len(stored) == 1 else None  # the same TTA in every fold, or none at all
     for stem, fold in sorted((folds or {}).items()):
-        file = fold_dir(path, fold) / OOF_DIR / f"{stem}.npz"
-        if not file.is_file():
-            raise MissingPathError(f"{path} is not a finished bag: {file} is missing")
-        with np.load(file) as record:
-            probabilities[stem] = record["probabilities"]
-            sizes[stem] = tuple(int(side) for side in record["original_size"])
-    return OutOfFoldBag(path, config, manifest, folds or {}, probabilities, sizes)
+        for folder, into in ((OOF_DIR, probabilities), (OOF_TTA_DIR, tta_probabilities if tta else None)):
+            if into is None:
+                continue
+            file = fold_dir(path, fold) / folder / f"{stem}.npz"
+            if not file.is_file():
+                raise MissingPathError(f"{path} is not a finished bag: {file} is missing")
+            with np.load(file) as record:
+                into[stem] = record["probabilities"]
+                sizes[stem] = tuple(int(side) for side in record["original_size"])
+    return OutOfFoldBag(path, config, manifest, folds or {}, probabilities, sizes, tta, tta_probabilities)
 
 
 def check_same_task(bags: Sequence[OutOfFoldBag]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -48,11 +48,13 @@ Threshold = float | tuple[float, ...] | None
 @dataclass(frozen=True)
 class Pipeline:
     """How OOF probabilities become a mask: the bags' weights (selection counts), the threshold (binary: one
-    float; multi-label: one per class; classes: ``None``, the argmax) and the cleaning steps."""
+    float; multi-label: one per class; classes: ``None``, the argmax), the cleaning steps and the TTA whose stored
+    predictions are used (``"none"``: the plain ones)."""
 
     members: tuple[int, ...]
     threshold: Threshold
     steps: tuple[PostProcessingStep, ...] = ()
+    tta: str = "none"
 
     @property
     def weights(self) -> np.ndarray:
@@ -61,7 +63,7 @@ class Pipeline:
 
     def key(self) -> tuple:
         divisor = math.gcd(*self.members)
-        return (tuple(count // divisor for count in self.members), self.threshold, self.steps)
+        return (tuple(count // divisor for count in self.members), self.tta, self.threshold, self.steps)
 
 
 @dataclass
@@ -69,7 +71,8 @@ class OutOfFoldSet:
     """The bags' OOF probabilities of the same images with their masks, and a cache of per-image counts.
 
     ``probabilities[b][i]``: bag ``b``'s ``(C, h, w)`` of image ``i``; ``masks[i]``: see
-    :func:`~ternaus_zoo.planning.bags.load_masks`; ``folds``: ``(N,)``.
+    :func:`~ternaus_zoo.planning.bags.load_masks`; ``folds``: ``(N,)``; ``tta``: the TTA every bag also stored its
+    predictions under (``None`` otherwise), those in ``tta_probabilities`` (indexed as ``probabilities``).
     """
 
     mode: str
@@ -81,12 +84,16 @@ class OutOfFoldSet:
     masks: list[np.ndarray] = field(repr=False)
     probabilities: list[list[np.ndarray]] = field(repr=False)
     ignore_index: int | None = None
+    tta: str | None = None
+    tta_probabilities: list[list[np.ndarray]] = field(default_factory=list, repr=False)
     _cache: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_bags(cls, bags: Sequence[OutOfFoldBag], masks: dict[str, np.ndarray]) -> OutOfFoldSet:
         first = bags[0]
         stems = sorted(first.folds)
+        stored = {bag.tta for bag in bags}
+        tta = stored.pop() if len(stored) == 1 else None  # every bag under the same TTA
         return cls(
             mode=first.mask_mode,
             num_classes=first.num_classes,
@@ -97,13 +104,19 @@ class OutOfFoldSet:
             masks=[masks[stem] for stem in stems],
             probabilities=[[bag.probabilities[stem] for stem in stems] for bag in bags],
             ignore_index=first.config.get("data", {}).get("ignore_index"),
+            tta=tta,
+            tta_probabilities=[[bag.tta_probabilities[stem] for stem in stems] for bag in bags] if tta else [],
         )
 
-    def ensemble_probabilities(self, members: Sequence[int], index: int) -> torch.Tensor:
-        """``(C, H, W)`` float32: the weighted mean of the bags' probabilities of image ``index``, at its original
-        size (averaged at the stored size when the bags share it: the bilinear resize is linear)."""
+    def ensemble_probabilities(self, members: Sequence[int], index: int, tta: str = "none") -> torch.Tensor:
+        """``(C, H, W)`` float32: the weighted mean of the bags' probabilities of image ``index`` (under ``tta``:
+        those stored under it), at its original size (averaged at the stored size when the bags share it: the
+        bilinear resize is linear)."""
+        if tta not in ("none", self.tta):
+            raise ValueError(f"the bags stored no out-of-fold predictions under the TTA {tta!r}")
+        source = self.probabilities if tta == "none" else self.tta_probabilities
         weights = np.asarray(members, dtype=np.float64) / sum(members)
-        chosen = [(weight, self.probabilities[bag][index]) for bag, weight in enumerate(weights) if weight > 0]
+        chosen = [(weight, source[bag][index]) for bag, weight in enumerate(weights) if weight > 0]
         size = self.sizes[index]
         if len({array.shape for _, array in chosen}) == 1:
             mean = sum(weight * torch.from_numpy(array).float() for weight, array in chosen)
@@ -141,16 +154,16 @@ class OutOfFoldSet:
         return np.stack([torch.cat(counts[:3], 1)[0].numpy() for counts in channels])
 
     def counts(self, pipelines: Sequence[Pipeline]) -> list[np.ndarray]:
-        """``(N, C, 3)`` per-image counts of each pipeline (cached); pipelines sharing their members share one
-        pass over the images, which resizes the probabilities once."""
+        """``(N, C, 3)`` per-image counts of each pipeline (cached); pipelines sharing their members and TTA share
+        one pass over the images, which resizes the probabilities once."""
         missing = [pipeline for pipeline in pipelines if pipeline.key() not in self._cache]
-        by_members: dict[tuple[int, ...], list[Pipeline]] = {}
+        by_source: dict[tuple[tuple[int, ...], str], list[Pipeline]] = {}
         for pipeline in missing:
-            by_members.setdefault(pipeline.key()[0], []).append(pipeline)
-        for members, group in by_members.items():
+            by_source.setdefault(pipeline.key()[:2], []).append(pipeline)
+        for (members, tta), group in by_source.items():
             rows: list[list[np.ndarray]] = [[] for _ in group]
             for index in range(len(self.stems)):
-                probabilities = self.ensemble_probabilities(members, index)
+                probabilities = self.ensemble_probabilities(members, index, tta)
                 for row, pipeline in zip(rows, group, strict=True):
                     mask = apply_steps(self.to_mask(probabilities, pipeline.threshold), pipeline.steps, self.mode)
                     row.append(self.image_counts(mask, index))
@@ -162,7 +175,7 @@ class OutOfFoldSet:
         """The predicted masks of every image (for component areas)."""
         return [
             apply_steps(
-                self.to_mask(self.ensemble_probabilities(pipeline.members, index), pipeline.threshold),
+                self.to_mask(self.ensemble_probabilities(pipeline.members, index, pipeline.tta), pipeline.threshold),
                 pipeline.steps,
                 self.mode,
             )
@@ -308,17 +321,17 @@ def _best(data: OutOfFoldSet, pipelines: list[Pipeline]) -> tuple[Pipeline, list
 
 def _threshold_trial(data: OutOfFoldSet, current: Pipeline, samples: int, seed: int) -> tuple[dict, Pipeline]:
     if data.mode == "binary":
-        grid = [Pipeline(current.members, threshold, current.steps) for threshold in THRESHOLD_GRID]
+        grid = [replace(current, threshold=threshold) for threshold in THRESHOLD_GRID]
         scores = [float(objective(counts.sum(0), data.mode)) for counts in data.counts(grid)]
         candidate = grid[_nearest_best(scores, current.threshold, THRESHOLD_GRID)]
     else:  # multi-label: each class its own threshold; the mean IoU is highest where each class's IoU is
-        uniform = [Pipeline(current.members, (value,) * data.num_classes, current.steps) for value in THRESHOLD_GRID]
+        uniform = [replace(current, threshold=(value,) * data.num_classes) for value in THRESHOLD_GRID]
         per_class = np.stack([class_scores(counts) for counts in data.counts(uniform)])  # (grid, C)
         chosen = tuple(
             THRESHOLD_GRID[_nearest_best(column, preferred, THRESHOLD_GRID)]
             for column, preferred in zip(per_class.T, current.threshold, strict=True)
         )
-        candidate = Pipeline(current.members, chosen, current.steps)
+        candidate = replace(current, threshold=chosen)
         scores = [float(np.nanmean(row)) for row in per_class]
     record = _trial_record(data, "threshold", current, candidate, samples, seed, value=candidate.threshold,
                            grid=dict(zip(map(str, THRESHOLD_GRID), scores, strict=True)))  # fmt: skip
@@ -422,9 +435,15 @@ def select(
     }
 
     current = Pipeline(members, threshold)
-    trials: list[dict[str, Any]] = [
-        {"step": "tta", "tried": False, "reason": "the bags store out-of-fold predictions without TTA only"}
-    ]
+    trials: list[dict[str, Any]] = []
+    if data.tta is None:
+        reason = "the bags stored no out-of-fold predictions under one TTA (ternaus-zoo bag --oof_tta d4 stores them)"
+        trials.append({"step": "tta", "tried": False, "reason": reason})
+    else:
+        candidate = replace(current, tta=data.tta)
+        record = _trial_record(data, "tta", current, candidate, samples, seed, value=data.tta)
+        trials.append(record)
+        current = candidate if record["kept"] else current
     if data.mode == "classes":
         trials.append({"step": "threshold", "tried": False, "reason": "class masks take the argmax"})
     else:
@@ -435,7 +454,7 @@ def select(
         if not steps:
             trials.append({"step": name, "tried": False, "reason": "no predicted component to measure"})
             continue
-        grid = [Pipeline(current.members, current.threshold, (*current.steps, step)) for step in steps]
+        grid = [replace(current, steps=(*current.steps, step)) for step in steps]
         candidate, scores = _best(data, grid)
         details: dict[str, Any] = {"value": candidate.steps[-1].to_dict()}
         if len(grid) > 1:
@@ -456,7 +475,7 @@ def select(
         "final": {
             "members": ensemble["members"],
             "weights": ensemble["weights"],
-            "tta": "none",
+            "tta": current.tta,
             "threshold": list(current.threshold) if isinstance(current.threshold, tuple) else current.threshold,
             "postprocessing": [step.to_dict() for step in current.steps],
             **summarise(final_counts, data.mode, data.class_names),

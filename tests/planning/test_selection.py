@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -26,24 +27,30 @@ def write_bag(
     dataset: Path | None = None,
     mask_mode: str = "binary",
     num_classes: int = 1,
+    tta_probabilities: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """A finished bag of hand-written OOF files: ``bag.yaml``, ``manifest.json``, ``fold<k>/{done.json, folds.csv,
-    oof/<stem>.npz}``; probabilities ``(C, H, W)`` stored at the original size (no resize)."""
+    oof/<stem>.npz}``; probabilities ``(C, H, W)`` stored at the original size (no resize); with
+    ``tta_probabilities``, ``oof_tta/<stem>.npz`` too, stored under the TTA "d4"."""
     n_folds = max(folds.values()) + 1
     data = {"dataset": str(dataset or folder / "data"), "mask_mode": mask_mode, "n_folds": n_folds}
     data.update(model_name="unet", num_classes=num_classes, val_size=None)
     config = {"model": {"model": "unet", "num_classes": num_classes}, "data": data}
     folder.mkdir(parents=True)
     (folder / "bag.yaml").write_text(yaml.safe_dump(config))
-    (folder / "manifest.json").write_text(json.dumps({"n_folds": n_folds, "threshold": 0.5, "missing_folds": []}))
-    for fold in range(n_folds):
+    entries = [{"fold": fold, **({"oof_tta": {"tta": "d4"}} if tta_probabilities else {})} for fold in range(n_folds)]
+    manifest = {"n_folds": n_folds, "threshold": 0.5, "missing_folds": [], "folds": entries}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    for fold, entry in enumerate(entries):
         directory = folder / f"fold{fold}"
         (directory / "oof").mkdir(parents=True)
-        (directory / "done.json").write_text(json.dumps({"fold": fold}))
+        (directory / "oof_tta").mkdir()
+        (directory / "done.json").write_text(json.dumps(entry))
         (directory / "folds.csv").write_text("stem,fold\n" + "".join(f"{s},{k}\n" for s, k in sorted(folds.items())))
-    for stem, array in probabilities.items():
-        path = folder / f"fold{folds[stem]}" / "oof" / f"{stem}.npz"
-        np.savez(path, probabilities=array.astype(np.float16), original_size=np.array(array.shape[-2:]))
+    for folder_name, arrays in (("oof", probabilities), ("oof_tta", tta_probabilities or {})):
+        for stem, array in arrays.items():
+            path = folder / f"fold{folds[stem]}" / folder_name / f"{stem}.npz"
+            np.savez(path, probabilities=array.astype(np.float16), original_size=np.array(array.shape[-2:]))
     return folder
 
 
@@ -171,6 +178,48 @@ def test_post_processing_kept_only_where_it_helps(tmp_path):
     assert [trial["step"] for trial in selection["trials"]] == [
         "tta", "threshold", "remove_small", "keep_largest", "fill_holes"
     ]  # fmt: skip
+
+
+def _noisy(masks: Mapping[str, np.ndarray], noise: float, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        stem: np.clip(mask + rng.normal(0, noise, mask.shape), 0, 1)[None].astype(np.float16)
+        for stem, mask in masks.items()
+    }
+
+
+@pytest.mark.parametrize(("tta_noise", "kept"), [(0.1, True), (0.8, False)])
+def test_tta_is_tried_where_every_bag_stored_it_and_kept_only_where_it_helps(tmp_path, tta_noise, kept):
+    """Bags whose OOF predictions under TTA are cleaner (or noisier) than the plain ones: the TTA is kept (or not),
+    scored on the stored predictions as a brute-force re-score finds."""
+    rng = np.random.default_rng(1)
+    stems = [f"image{index:02d}" for index in range(16)]
+    masks = {stem: rng.random((SIZE, SIZE)) < 0.4 for stem in stems}
+    folds = {stem: index % 2 for index, stem in enumerate(stems)}
+    bags = []
+    for b in range(2):
+        plain, under_tta = _noisy(masks, 0.45, b), _noisy(masks, tta_noise, 10 + b)
+        bags.append(load_bag(write_bag(tmp_path / f"bag{b}", plain, folds, tta_probabilities=under_tta)))
+    assert all(bag.tta == "d4" and set(bag.tta_probabilities) == set(stems) for bag in bags)
+    selection = select(bags, masks, max_steps=2, samples=300)
+    tta = selection["trials"][0]
+    assert tta["step"] == "tta" and tta["value"] == "d4" and tta["kept"] is kept and (tta["gain"] > 0) is kept
+    assert selection["final"]["tta"] == ("d4" if kept else "none")
+    # the trial scored the chosen ensemble on the plain, then on the TTA predictions (threshold 0.5, no step yet)
+    members = list(selection["ensemble"]["members"].values())
+    under_tta = [replace(bag, probabilities=bag.tta_probabilities) for bag in bags]
+    assert tta["score_before"] == pytest.approx(_brute_force_dice(bags, masks, members, stems), abs=1e-6)
+    assert tta["score"] == pytest.approx(_brute_force_dice(under_tta, masks, members, stems), abs=1e-6)
+
+
+def test_tta_is_not_tried_where_a_bag_did_not_store_it(tmp_path):
+    masks, probabilities = _square_masks(6)
+    folds = {stem: index % 2 for index, stem in enumerate(sorted(masks))}
+    with_tta = load_bag(write_bag(tmp_path / "a", probabilities, folds, tta_probabilities=probabilities))
+    without = load_bag(write_bag(tmp_path / "b", probabilities, folds))
+    assert (with_tta.tta, without.tta) == ("d4", None)
+    tta = select([with_tta, without], masks, max_steps=1, samples=50)["trials"][0]
+    assert tta["step"] == "tta" and tta["tried"] is False and "--oof_tta" in tta["reason"]
 
 
 def test_bags_must_share_folds_task_and_classes(tmp_path):

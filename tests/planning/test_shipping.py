@@ -32,7 +32,7 @@ def shipped(tmp_path, monkeypatch):
         cv2.imwrite(str(data / "images" / f"{stem}.png"), np.repeat(mask[..., None], 3, -1).astype(np.uint8) * 200)
     monkeypatch.chdir(tmp_path)
     main(["bag", f"--bag_dir={tmp_path / 'bag'}", f"--data.dataset={data}", "--trainer.max_epochs=2", "--folds=2",
-          *TINY, "--data.val_size=null"])  # fmt: skip
+          *TINY, "--data.val_size=null", "--oof_tta=d4"])  # fmt: skip
     bag = load_bag(tmp_path / "bag")
     selection = select([bag], load_masks(bag), max_steps=1, samples=50)
     folder = write_selection_folder([bag], selection, tmp_path / "ship", "the table")
@@ -72,6 +72,24 @@ def test_each_member_reproduces_its_oof_and_the_selection_masks(shipped, tmp_pat
             scored = apply_steps(bag.probabilities[stem][0] > spec.threshold, steps, "binary")
             written = cv2.imread(str(out / f"{stem}.png"), cv2.IMREAD_GRAYSCALE) > 0
             assert np.array_equal(written, scored), stem
+
+
+def test_each_member_under_tta_reproduces_its_oof_under_tta(shipped, tmp_path):
+    """``bag --oof_tta d4`` stored what ``predict --tta d4`` gives with the fold's model: what select tries."""
+    bag, _, folder, data = shipped
+    assert bag.tta == "d4" and set(bag.tta_probabilities) == set(bag.probabilities)
+    models, config = read_pretrained(folder)
+    spec = pretrained_spec(config, folder)
+    precision = (bag.config.get("trainer") or {}).get("precision") or "32-true"
+    for fold, model in enumerate(models):
+        out = tmp_path / f"member{fold}"
+        predict_folder(build_predictor([model], "d4", spec.activation), data / "images", out, save_probabilities=True,
+                       precision=precision)  # fmt: skip
+        stems = [stem for stem, k in bag.folds.items() if k == fold]
+        for stem in stems:
+            ours = np.load(out / f"{stem}.npy").astype(np.float32)
+            np.testing.assert_allclose(ours, bag.tta_probabilities[stem].astype(np.float32), atol=1e-3)
+            assert not np.allclose(ours, bag.probabilities[stem].astype(np.float32), atol=1e-3)  # not the plain ones
 
 
 def test_a_one_member_folder_predicts_through_the_console_command(shipped, tmp_path):
