@@ -16,8 +16,8 @@ import pytest
 from benchmarks import common, pinned, tree
 
 # every benchmark that writes into benchmarks/results/ (camvid_multilabel writes a derived data set)
-WRITERS = ("budget", "classification", "ladder", "loss_speed", "pretrained_size", "quality", "speed",
-           "unet11_from_scratch")  # fmt: skip
+WRITERS = ("budget", "classification", "ladder", "loss_speed", "plan_compare", "pretrained_size", "quality", "select",
+           "speed", "unet11_from_scratch")  # fmt: skip
 
 
 def git(root: Path, *arguments: str) -> str:
