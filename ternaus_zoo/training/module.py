@@ -198,14 +198,17 @@ class SegmentationModule(ZooModule):
             print(f"Per-class test scores\n{table}")
 
     def predict_step(self, batch: dict[str, Any], batch_index: int) -> dict[str, Any]:
-        """Probabilities ``(C, H, W)`` of each image at its ``original_size`` (the evaluation transform's
-        padding cropped and its resize undone, on probabilities as the benchmarks score them)."""
-        probabilities = self.probabilities(self(batch["image"]))
+        """Probabilities ``(C, H, W)`` of each image at its ``original_size``, on probabilities as the benchmarks
+        score them. Each image is predicted without the evaluation transform's padding (the model pads it to its
+        size multiple itself), as ``ternaus-zoo predict`` predicts it, so out-of-fold predictions are what the
+        saved models give."""
         val_size = getattr(self.trainer.datamodule, "val_size", None)
-        restored = [
-            restore_original_size(item, tuple(size.tolist()), val_size)
-            for item, size in zip(probabilities, batch["original_size"], strict=True)
-        ]
+        restored = []
+        for image, size in zip(batch["image"], batch["original_size"], strict=True):
+            original = tuple(size.tolist())
+            height, width = valid_size(original, val_size)
+            probabilities = self.probabilities(self(image[None, :, :height, :width]))[0]
+            restored.append(restore_original_size(probabilities, original, val_size))
         return {"name": batch["name"], "probabilities": restored}
 
     def probabilities(self, logits: Tensor) -> Tensor:
