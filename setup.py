@@ -53,6 +53,8 @@ setup(
             "pycocotools",
         ],
         "notebooks": ["jupyter", "nbclient", "nbconvert", "ipykernel"],
+        # export --format onnx (its metadata, its check) and OnnxPredictor
+        "onnx": ["onnx", "onnxruntime", "onnxscript"],
         # from_pretrained("user/name"): hub repositories
         "hub": ["huggingface_hub>=0.20"],
         # masks given as a COCO annotation file (polygons, RLE)

@@ -49,8 +49,10 @@ class OnnxPredictor:
         tile_batch_size: int = 4,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
-        import onnxruntime
-
+        try:
+            import onnxruntime
+        except ImportError:
+            raise UserError("OnnxPredictor runs the file with onnxruntime: pip install 'ternaus_zoo[onnx]'") from None
         self.path = Path(path)
         if not self.path.is_file():
             raise UserError(f"{self.path} does not exist (ternaus-zoo export --format onnx --output FILE writes it)")
