@@ -18,6 +18,7 @@ SEGMENTATION = {
     "camvid_unet11.yaml": ("camvid-val", 11, "classes"),
     "membrane_scratch_10min.yaml": ("membrane", 1, "binary"),
     "camvid_scratch_10min.yaml": ("camvid-val", 11, "classes"),
+    "camvid_scratch_10min_bag3.yaml": ("camvid-val", 11, "classes"),
 }
 
 
