@@ -42,6 +42,7 @@ def parse() -> Any:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tta", default="d4", help="the config arm's test-time augmentation")
     parser.add_argument("--name", default="", help="a suffix of the results file")
+    parser.add_argument("--ignore_index", type=int, default=None, help="the void class of class masks (plan's option)")
     parser.add_argument("--arms", nargs="+", choices=["plan", "config"], default=["plan", "config"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1: a machine at half the speed)")
     return parser.parse_args()
@@ -58,6 +59,7 @@ def plan_arm(options: Any, seed: int, folder: Path) -> dict[str, Any]:
     arguments = ["auto", str(data_root() / options.dataset), "--budget", f"{options.minutes:g}m", "--out", str(folder)]
     arguments += ["--seed", str(seed), "--holdout_every", str(options.holdout_every)]
     arguments += ["--folds", str(options.folds)] if options.folds else []
+    arguments += ["--ignore_index", str(options.ignore_index)] if options.ignore_index is not None else []
     cli(arguments)
     scores = json.loads((folder / "scores.json").read_text())
     plan = json.loads((folder / "plan.json").read_text())
@@ -189,6 +191,7 @@ def main() -> None:
         + f" --seeds {' '.join(map(str, options.seeds))}"
         + (f" --arms {' '.join(options.arms)}" if len(options.arms) < 2 else "")
         + (f" --threads {options.threads}" if options.threads else "")
+        + (f" --ignore_index {options.ignore_index}" if options.ignore_index is not None else "")
         + (f" --name {options.name}" if options.name else "")
         + "`",
         f"- scored: {scored}, at original resolution, the last (annealed) checkpoints; mean IoU of both classes "
