@@ -32,7 +32,10 @@ PATCH_SIDE = {"cpu": 256, "cuda": 384}
 PIXELS_PER_STEP = 8 * 256 * 256
 # a larger candidate is chosen only where the budget lets it see every training pixel this many times
 MIN_PASSES = 24
+# validations of a run watch it (the last model is kept): up to this many, while they cost at most VALIDATION_SHARE of
+# its training time (camvid's 10 minutes: 8 of them on 480 px frames took 27 % of the budget)
 VALIDATIONS = 8
+VALIDATION_SHARE = 0.05
 # foreground under this median share of an image's pixels: half the patches are centred on it
 RARE_FOREGROUND = 0.05
 # classes whose pixel frequencies span more than an order of magnitude and a half are weighted and sampled by class
@@ -256,6 +259,7 @@ class Budget:
     validation_s: float
     predict_s: float
     tta: str | None
+    validations: int = VALIDATIONS
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -263,6 +267,7 @@ class Budget:
             "planning_s": round(self.planning_s, 1),
             "train_s": round(self.train_s, 1),
             "validation_s": round(self.validation_s, 1),
+            "validations": self.validations,
             "predict_s": round(self.predict_s, 1),
             "tta": self.tta,
         }
@@ -289,26 +294,33 @@ def split_budget(
     per_image = 2 * timing.predict_s
     # the hold-out is predicted by every model; without one, each image by the model that did not train on it
     passes = score_images * (models if holdout else 1)
-    # each model: its start, its validations, the best checkpoint's validation and out-of-fold prediction
-    per_model = START_S + (VALIDATIONS + 2) * per_image * val_images
+    one_validation = per_image * val_images
+    tta = "d4" if 8 * per_image * passes <= TTA_SHARE * total_s else None
+    # each model: its start, the best checkpoint's validation and out-of-fold prediction, then its periodic
+    # validations: as many as cost at most VALIDATION_SHARE of the training time left (one at least, at most 8)
+    left = (total_s * (1 - SAFETY) - planning_s - START_S - models * (START_S + 2 * one_validation)) / models
+    left -= per_image * passes * (8 if tta else 1) / models
+    validations = min(VALIDATIONS, max(1, math.floor(VALIDATION_SHARE * left / max(one_validation, 1e-9))))
+    per_model = START_S + (validations + 2) * one_validation
     fixed = planning_s + models * per_model + START_S
 
     def training(tta: bool) -> float:
         return (total_s * (1 - SAFETY) - fixed - per_image * passes * (8 if tta else 1)) / models
 
-    tta = "d4" if 8 * per_image * passes <= TTA_SHARE * total_s else None
     one_pass = steps_per_pass * timing.step_s
     if training(tta is not None) < one_pass:
-        needed = (fixed + models * one_pass + per_image * passes) / (1 - SAFETY)
+        # with all the validations a larger budget may pay for, so that the minimum named does fit
+        most = planning_s + models * (START_S + (VALIDATIONS + 2) * one_validation) + START_S
+        needed = (most + models * one_pass + per_image * passes) / (1 - SAFETY)
         if 8 * per_image * passes <= TTA_SHARE * needed:  # that budget would also pay for TTA
-            needed = (fixed + models * one_pass + 8 * per_image * passes) / (1 - SAFETY)
+            needed = (most + models * one_pass + 8 * per_image * passes) / (1 - SAFETY)
         raise BadValueError(
             f"a budget of {total_s / 60:.1f} min does not hold one pass over the training data on this machine for "
             f"each of {models} model(s) ({one_pass:.0f} s of training each, after planning, validation and "
             f"prediction): give at least --budget {math.ceil(needed / 60)}m"
         )
     predict_s = START_S + per_image * passes * (8 if tta else 1)
-    return Budget(total_s, planning_s, training(tta is not None), models * per_model, predict_s, tta)
+    return Budget(total_s, planning_s, training(tta is not None), models * per_model, predict_s, tta, validations)
 
 
 def choose_model(
@@ -486,8 +498,9 @@ def make_plan(
         ),
         Choice(
             "model.val_every_minutes",
-            round(train_minutes / VALIDATIONS, 2),
-            f"{VALIDATIONS} validations over the run",
+            round(train_minutes / budget.validations, 2),
+            f"{budget.validations} validation(s) over the run"
+            + ("" if budget.validations == VALIDATIONS else f": what {VALIDATION_SHARE:.0%} of its training time pays"),
         ),
         Choice("data.dataset", str(fingerprint.data_dir), "the data set folder"),
         Choice("data.masks", fingerprint.masks, "the masks"),

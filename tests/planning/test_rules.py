@@ -119,3 +119,16 @@ def test_a_bag_shares_the_budget_between_its_models() -> None:
     # a hold-out is predicted by every model of the bag
     holdout = split_budget(3600, 30, timing, models=3, holdout=True, **options)
     assert holdout.predict_s - 10 == pytest.approx(3 * (single.predict_s - 10))
+
+
+def test_validations_cost_at_most_a_share_of_the_training_time() -> None:
+    """A validation of 34 images at 0.2 s costs 6.8 s: an hour pays for all 8, while the 3 models of 10 minutes
+    (camvid's bag, where 8 took 27 % of the budget) get as many as 5 % of each model's training time pays."""
+    timing = Timing(step_s=1.0, predict_s=0.1)
+    options = {"val_images": 34, "steps_per_pass": 10}
+    assert split_budget(3600, 30, timing, score_images=34, **options).validations == 8
+    short = split_budget(600, 14, timing, score_images=101, models=3, **options)
+    periodic = short.validations * 6.8
+    assert 1 <= short.validations < 8
+    assert periodic <= 0.05 * (short.train_s + periodic) < periodic + 6.8  # as many as the share pays, no more
+    assert short.validation_s == pytest.approx(3 * (10 + (short.validations + 2) * 6.8))
