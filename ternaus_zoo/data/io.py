@@ -19,6 +19,7 @@ files give.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -95,6 +96,13 @@ def convert_channels(image: np.ndarray, channels: int, path: PathLike = "<array>
     if have == 4 and channels == 3:
         return np.ascontiguousarray(image[:, :, :3])
     raise DataError(path, f"cannot convert a {have}-channel image to {channels} channels")
+
+
+def image_with_channels(image: np.ndarray | PathLike, channels: int) -> np.ndarray:
+    """An image file (:func:`read_image`) or an ``(H, W[, C])`` array as it gives them, as ``(H, W, channels)``."""
+    if isinstance(image, str | os.PathLike):
+        return read_image(image, channels)
+    return convert_channels(image[..., None] if image.ndim == 2 else image, channels)
 
 
 def read_image(path: PathLike, channels: int | None = None) -> np.ndarray:

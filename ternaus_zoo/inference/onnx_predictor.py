@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ternaus_zoo.data.io import convert_channels, read_image
+from ternaus_zoo.data.io import image_with_channels
 from ternaus_zoo.errors import UserError
 from ternaus_zoo.inference.export import INPUT_NAME
 from ternaus_zoo.inference.postprocessing import steps_from_dicts
@@ -90,9 +90,7 @@ class OnnxPredictor:
 
     def read(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
         """``(H, W, C)`` with the graph's channels, from a file or an array as ``read_image`` gives it."""
-        if isinstance(image, str | os.PathLike):
-            return read_image(image, self.channels)
-        return convert_channels(image[..., None] if image.ndim == 2 else image, self.channels)
+        return image_with_channels(image, self.channels)
 
     def probabilities(self, image: np.ndarray | str | os.PathLike) -> Tensor:
         """``(K, H, W)`` float32 probabilities of an image (an ``(H, W[, C])`` array, or a file) at its size."""

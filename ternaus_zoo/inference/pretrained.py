@@ -28,7 +28,7 @@ from safetensors.torch import save_model
 from torch import nn
 
 from ternaus_zoo.data.datasets import make_item, raw_item
-from ternaus_zoo.data.io import convert_channels, read_image
+from ternaus_zoo.data.io import image_with_channels
 from ternaus_zoo.data.transforms import val_transforms
 from ternaus_zoo.inference.postprocessing import steps_from_dicts
 from ternaus_zoo.inference.predict import FolderPredictor, PredictionSpec, build_predictor, read_manifest
@@ -269,10 +269,7 @@ def predict_mask(module: nn.Module, image: np.ndarray | str | os.PathLike, preci
     if not isinstance(settings, SavedPrediction):
         raise ValueError(f"{type(module).__name__} carries no saved settings: load it with from_pretrained(folder)")
     spec = settings.spec
-    if isinstance(image, str | os.PathLike):
-        image = read_image(image, spec.in_channels)
-    else:
-        image = convert_channels(image[..., None] if image.ndim == 2 else image, spec.in_channels)
+    image = image_with_channels(image, spec.in_channels)
     predictor = module if settings.probabilities else build_predictor([module], "none", spec.activation)
     predictor = predictor.to(memory_format=torch.channels_last)  # as predict_folder runs it
     info = module.info.for_channels(spec.in_channels)
